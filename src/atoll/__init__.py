@@ -1,0 +1,3 @@
+"""atoll: a multi-cell compute control plane."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Turning records into the compute API's response bodies, per microversion."""

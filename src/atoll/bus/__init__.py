@@ -1,0 +1,1 @@
+"""Messages between the conductor and computes over each cell's transport."""

@@ -1,0 +1,213 @@
+"""`atoll`: run services and operate a deployment.
+
+Every command reads the same settings (``--config`` / ``ATOLL_CONFIG`` /
+``ATOLL_*``), so one file describes a deployment for all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from atoll.config import Settings, load_settings
+
+app = typer.Typer(
+    help="atoll: a multi-cell compute control plane speaking the compute API.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema and maintenance.", no_args_is_help=True)
+cell_app = typer.Typer(help="Cells: create and list them.", no_args_is_help=True)
+host_app = typer.Typer(help="Compute hosts: map them to cells.", no_args_is_help=True)
+faults_app = typer.Typer(help="Named fault points for tests and drills.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(cell_app, name="cell")
+app.add_typer(host_app, name="host")
+app.add_typer(faults_app, name="faults")
+
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML settings file (else ATOLL_CONFIG).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where embedded mode keeps its files (else ATOLL_DATA_DIR)."),
+]
+
+
+def _settings(config: Path | None, data_dir: Path | None = None) -> Settings:
+    overrides = {"data_dir": data_dir} if data_dir else {}
+    return load_settings(config, **overrides)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default 8774).")] = None,
+    demo: Annotated[
+        bool, typer.Option(help="Create the demo layout in an empty deployment.")
+    ] = True,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run every service in this process (embedded mode) and serve the compute API."""
+    import uvicorn
+
+    from atoll.embedded import Embedded
+
+    _logging(log_level)
+    settings = _settings(config, data_dir)
+    if host:
+        settings.listen_host = host
+    if port:
+        settings.listen_port = port
+    embedded = Embedded(settings, demo=demo).start()
+    try:
+        console.print(
+            f"atoll serving the compute API on http://{settings.listen_host}:"
+            f"{settings.listen_port}/v2.1 (data in {settings.data_dir.resolve()})"
+        )
+        console.print(
+            "token for admin: [bold]dev:admin:admin:admin[/bold]; "
+            "for a user: [bold]dev:alice:demo[/bold]"
+        )
+        uvicorn.run(
+            embedded.app(),
+            host=settings.listen_host,
+            port=settings.listen_port,
+            log_level=log_level.lower(),
+        )
+    finally:
+        embedded.stop()
+
+
+@db_app.command("sync")
+def db_sync(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Create or upgrade every database (API, placement, services, each cell)."""
+    from atoll import bootstrap
+
+    cells = bootstrap.sync_databases(_settings(config, data_dir))
+    console.print(f"databases up to date ({len(cells)} cells)")
+
+
+@cell_app.command("create")
+def cell_create(
+    name: str,
+    database: Annotated[str | None, typer.Option(help="The cell DB URL.")] = None,
+    transport: Annotated[str | None, typer.Option(help="The cell transport URL.")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create a cell: migrate its database and map it in the API DB."""
+    from atoll import bootstrap
+    from atoll.exceptions import AtollError
+
+    settings = _settings(config, data_dir)
+    bootstrap.sync_databases(settings)
+    try:
+        cell = bootstrap.create_cell(settings, name, db_url=database, transport_url=transport)
+    except AtollError as exc:
+        _fail(exc.message)
+    console.print(f"created cell {cell.name} ({cell.uuid})")
+
+
+@cell_app.command("list")
+def cell_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """List cells with their database and transport (passwords hidden)."""
+    from atoll.bus.rpc import _redact
+    from atoll.cells import CellRegistry
+
+    settings = _settings(config, data_dir)
+    table = Table("name", "uuid", "database", "transport", "disabled")
+    for cell in CellRegistry(settings.api_db).refresh():
+        table.add_row(
+            cell.name,
+            cell.uuid,
+            _redact(cell.db_url),
+            _redact(cell.transport_url),
+            str(cell.disabled),
+        )
+    console.print(table)
+
+
+@host_app.command("add")
+def host_add(
+    host: str,
+    cell: Annotated[str, typer.Option("--cell", help="The cell the host belongs to.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Map a compute host to a cell (the compute registers itself when it starts)."""
+    from atoll import bootstrap
+    from atoll.exceptions import AtollError
+
+    try:
+        bootstrap.add_host(_settings(config, data_dir), host, cell)
+    except AtollError as exc:
+        _fail(exc.message)
+    console.print(f"host {host} mapped to {cell}")
+
+
+@host_app.command("list")
+def host_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """List host mappings."""
+    from atoll.cells import CellRegistry
+
+    table = Table("host", "cell")
+    for host, cell in sorted(CellRegistry(_settings(config, data_dir).api_db).host_cells().items()):
+        table.add_row(host, cell.name)
+    console.print(table)
+
+
+@faults_app.command("list")
+def faults_list() -> None:
+    """Print every named fault point and the actions it accepts."""
+    import atoll.compute.manager
+    import atoll.conductor.workflows
+    import atoll.virt  # noqa: F401  (registers hypervisor points)
+    from atoll import faults
+
+    table = Table("fault point", "where")
+    for point in faults.registered():
+        table.add_row(point.name, point.description)
+    console.print(table)
+    console.print(
+        "actions: raise[:Error[:message]], hang:<seconds>, kill, drop_reply, "
+        "duplicate_reply; suffix @N (Nth hit) or *N (first N hits); ;host=<h> filter"
+    )
+
+
+def main() -> None:  # pragma: no cover - console script shim
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

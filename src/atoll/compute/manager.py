@@ -1,0 +1,160 @@
+"""What a compute host does when the conductor asks: guest operations on its driver.
+
+The manager changes guests, never the server's vm_state: the conductor owns the
+instance record's state machine, so a compute that dies mid-call leaves the
+record as the workflow last wrote it.  Each call records its instance-action
+event in this host's cell DB (the only DB a compute touches) and is idempotent,
+so a resumed workflow step or a duplicated message does no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from atoll import actions, faults
+from atoll.context import RequestContext
+from atoll.services.image import ImageService
+from atoll.virt.driver import VirtDriver
+
+LOG = logging.getLogger(__name__)
+
+RPC_METHODS = [
+    "spawn",
+    "destroy",
+    "power_off",
+    "power_on",
+    "reboot",
+    "attach_volume",
+    "detach_volume",
+    "list_guests",
+    "describe_guest",
+]
+
+for _method in RPC_METHODS:
+    faults.register(f"compute.{_method}", f"inside the compute's '{_method}' before the driver")
+
+
+class ComputeManager:
+    def __init__(self, host: str, cell_db: str, driver: VirtDriver, images: ImageService) -> None:
+        self.host = host
+        self.cell_db = cell_db
+        self.driver = driver
+        self.images = images
+
+    def _hit(self, method: str, instance_uuid: str | None = None) -> None:
+        faults.hit(f"compute.{method}", host=self.host, instance=instance_uuid)
+
+    def _event(self, ctx: dict[str, Any], instance_uuid: str, event: str | None):  # type: ignore[no-untyped-def]
+        """The action event around a call, or nothing when the caller records its own."""
+        from contextlib import nullcontext
+
+        if not event:
+            return nullcontext()
+        return actions.action_event(
+            self.cell_db, RequestContext.from_dict(ctx), instance_uuid, event, self.host
+        )
+
+    def _image_file(self, image_id: str | None) -> Path | None:
+        return self.images.file_path(image_id) if image_id else None
+
+    def spawn(
+        self,
+        ctx: dict[str, Any],
+        instance_uuid: str,
+        flavor: dict[str, Any],
+        image_id: str | None,
+        block_devices: list[dict[str, Any]],
+        power_on: bool = True,
+        event: str | None = None,
+        keep_existing_disks: bool = False,
+    ) -> int:
+        with self._event(ctx, instance_uuid, event):
+            self._hit("spawn", instance_uuid)
+            self.driver.spawn(
+                instance_uuid,
+                flavor,
+                image_file=None if keep_existing_disks else self._image_file(image_id),
+                block_devices=block_devices,
+                power_on=power_on,
+                keep_existing_disks=keep_existing_disks,
+            )
+            LOG.info("spawned %s on %s", instance_uuid, self.host)
+            return self.driver.get_power_state(instance_uuid)
+
+    def destroy(
+        self,
+        ctx: dict[str, Any],
+        instance_uuid: str,
+        keep_disks: bool = False,
+        event: str | None = None,
+    ) -> None:
+        with self._event(ctx, instance_uuid, event):
+            self._hit("destroy", instance_uuid)
+            self.driver.destroy(instance_uuid, keep_disks=keep_disks)
+            LOG.info("destroyed %s on %s (disks kept: %s)", instance_uuid, self.host, keep_disks)
+
+    def power_off(self, ctx: dict[str, Any], instance_uuid: str) -> int:
+        self._hit("power_off", instance_uuid)
+        self.driver.power_off(instance_uuid)
+        return self.driver.get_power_state(instance_uuid)
+
+    def power_on(self, ctx: dict[str, Any], instance_uuid: str) -> int:
+        self._hit("power_on", instance_uuid)
+        self.driver.power_on(instance_uuid)
+        return self.driver.get_power_state(instance_uuid)
+
+    def reboot(
+        self,
+        ctx: dict[str, Any],
+        instance_uuid: str,
+        hard: bool,
+        flavor: dict[str, Any],
+        image_id: str | None,
+        block_devices: list[dict[str, Any]],
+    ) -> int:
+        """A hard reboot re-creates a guest that is missing (how ERROR servers recover)."""
+        self._hit("reboot", instance_uuid)
+        if hard and not self.driver.guest_exists(instance_uuid):
+            LOG.info("hard reboot of %s: no guest on %s, spawning it", instance_uuid, self.host)
+            self.driver.spawn(
+                instance_uuid,
+                flavor,
+                image_file=self._image_file(image_id),
+                block_devices=block_devices,
+                power_on=True,
+            )
+        else:
+            self.driver.reboot(instance_uuid, hard=hard)
+        return self.driver.get_power_state(instance_uuid)
+
+    def attach_volume(
+        self,
+        ctx: dict[str, Any],
+        instance_uuid: str,
+        volume_id: str,
+        attachment_id: str,
+        tag: str | None,
+    ) -> None:
+        self._hit("attach_volume", instance_uuid)
+        self.driver.attach_volume(instance_uuid, volume_id, attachment_id, tag)
+
+    def detach_volume(self, ctx: dict[str, Any], instance_uuid: str, volume_id: str) -> None:
+        self._hit("detach_volume", instance_uuid)
+        self.driver.detach_volume(instance_uuid, volume_id)
+
+    def list_guests(self, ctx: dict[str, Any]) -> list[dict[str, Any]]:
+        self._hit("list_guests")
+        return [
+            {"uuid": uuid, "power_state": self.driver.get_power_state(uuid)}
+            for uuid in self.driver.list_guests()
+        ]
+
+    def describe_guest(self, ctx: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
+        self._hit("describe_guest", instance_uuid)
+        if not self.driver.guest_exists(instance_uuid):
+            return {}
+        info = dict(self.driver.get_info(instance_uuid))
+        info["root_disk_path"] = str(self.driver.root_disk_path(instance_uuid))
+        return info

@@ -1,0 +1,1 @@
+"""The conductor: durable workflows for every multi-step operation."""

@@ -1,0 +1,3 @@
+"""Every durable workflow; importing this package registers them with DBOS."""
+
+from atoll.conductor.workflows import build, delete, power, volumes  # noqa: F401

@@ -1,0 +1,1 @@
+"""Databases: the API DB, one DB per cell, and their migrations."""

@@ -110,7 +110,8 @@ class Atoll:
             last = resp.json()["server"]
             if last["status"] == status and last.get("OS-EXT-STS:task_state") is None:
                 return last
-            if last["status"] == "ERROR" and status != "ERROR":
+            deleting = status == "DELETED" and last.get("OS-EXT-STS:task_state") == "deleting"
+            if last["status"] == "ERROR" and status != "ERROR" and not deleting:
                 raise AssertionError(f"server went to ERROR: {last.get('fault')}")
             time.sleep(0.01)
         raise AssertionError(
@@ -136,11 +137,19 @@ def settings_for(tmp: Path, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def running_atoll(tmp: Path, *, demo: bool = True, **overrides: Any) -> Iterator[Atoll]:
+def running_atoll(
+    tmp: Path,
+    *,
+    demo: bool = True,
+    cells: dict[str, list[str]] | None = None,
+    **overrides: Any,
+) -> Iterator[Atoll]:
     faults.configure({})
-    embedded = Embedded(settings_for(tmp, **overrides), demo=demo).start()
+    embedded = Embedded(settings_for(tmp, **overrides), demo=demo, cells=cells).start()
     try:
-        with TestClient(embedded.app(), base_url="http://127.0.0.1:8774") as client:
+        with TestClient(
+            embedded.app(), base_url="http://127.0.0.1:8774", client=("127.0.0.1", 50000)
+        ) as client:
             yield Atoll(embedded, client)
     finally:
         faults.configure({})

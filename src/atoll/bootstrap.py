@@ -147,7 +147,12 @@ def make_demo_image_file(path: Path, size_mb: int = 4) -> Path:
 
 def demo_layout(settings: Settings, runtime: object) -> dict[str, str]:
     """2 cells x 2 hosts, an AZ per cell, three flavors, one image, one network."""
-    for cell_name, hosts in DEMO_CELLS.items():
+    return layout(settings, runtime, DEMO_CELLS)
+
+
+def layout(settings: Settings, runtime: object, cells: dict[str, list[str]]) -> dict[str, str]:
+    """Cells with their hosts (an AZ per cell), the demo flavors, image and network."""
+    for cell_name, hosts in cells.items():
         create_cell(settings, cell_name)
         for host in hosts:
             add_host(settings, host, cell_name)

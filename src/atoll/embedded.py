@@ -20,9 +20,16 @@ LOG = logging.getLogger(__name__)
 
 
 class Embedded:
-    def __init__(self, settings: Settings, *, demo: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        demo: bool = True,
+        cells: dict[str, list[str]] | None = None,
+    ) -> None:
         self.settings = settings
         self.demo = demo
+        self.cells = cells or bootstrap.DEMO_CELLS
         self.runtime: runtime.Runtime | None = None
         self.computes: dict[str, ComputeService] = {}
         self.demo_info: dict[str, Any] = {}
@@ -34,7 +41,7 @@ class Embedded:
         runtime.install(rt)
         self.runtime = rt
         if self.demo and bootstrap.is_empty(settings):
-            self.demo_info = bootstrap.demo_layout(settings, rt)
+            self.demo_info = bootstrap.layout(settings, rt, self.cells)
         for host in sorted(rt.cells.host_cells()):
             self.start_compute(host)
         engine.launch(settings)

@@ -195,14 +195,57 @@ def faults_list() -> None:
     import atoll.virt  # noqa: F401  (registers hypervisor points)
     from atoll import faults
 
-    table = Table("fault point", "where")
-    for point in faults.registered():
-        table.add_row(point.name, point.description)
-    console.print(table)
+    points = faults.registered()
+    width = max(len(p.name) for p in points)
+    for point in points:
+        typer.echo(f"{point.name:<{width}}  {point.description}")
     console.print(
         "actions: raise[:Error[:message]], hang:<seconds>, kill, drop_reply, "
         "duplicate_reply; suffix @N (Nth hit) or *N (first N hits); ;host=<h> filter"
     )
+
+
+@app.command()
+def audit(
+    url: Annotated[str, typer.Option(help="The atoll API to ask.")] = "http://127.0.0.1:8774",
+    token: Annotated[
+        str, typer.Option(help="An admin token.", envvar="ATOLL_TOKEN")
+    ] = "dev:admin:admin:admin",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw report.")] = False,
+) -> None:
+    """Check every invariant (allocations, guests, attachments, bindings, copies).
+
+    Exits 1 when anything is breached, 2 when the API cannot be reached.
+    """
+    import json
+
+    import httpx
+
+    try:
+        resp = httpx.get(
+            f"{url.rstrip('/')}/v2.1/atoll-admin/audit",
+            headers={"X-Auth-Token": token},
+            timeout=120,
+        )
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {url}: {exc}", code=2)
+    if resp.status_code != 200:
+        _fail(f"{url} answered {resp.status_code}: {resp.text}", code=2)
+    report = resp.json()
+    if as_json:
+        console.print_json(json.dumps(report))
+    else:
+        checked = ", ".join(f"{k} {v}" for k, v in report["checked"].items())
+        if report["clean"]:
+            console.print(f"[green]clean[/green] ({checked})")
+        else:
+            table = Table("kind", "resource", "detail")
+            for problem in report["problems"]:
+                table.add_row(problem["kind"], problem["resource"], problem["detail"])
+            console.print(table)
+            console.print(f"[red]{len(report['problems'])} problem(s)[/red] ({checked})")
+    if not report["clean"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console script shim

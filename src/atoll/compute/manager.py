@@ -34,6 +34,10 @@ RPC_METHODS = [
 
 for _method in RPC_METHODS:
     faults.register(f"compute.{_method}", f"inside the compute's '{_method}' before the driver")
+    faults.register(
+        f"rpc.{_method}.reply",
+        f"the reply to an RPC '{_method}' (drop_reply / duplicate_reply / raise)",
+    )
 
 
 class ComputeManager:

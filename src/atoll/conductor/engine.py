@@ -36,8 +36,10 @@ def launch(settings: Settings, executor_id: str | None = None) -> None:
     LOG.info("workflow engine up (version %s)", settings.app_version)
 
 
-def shutdown() -> None:
-    DBOS.destroy(destroy_registry=False)
+def shutdown(grace_seconds: int = 5) -> None:
+    """Stop the engine; running workflows get ``grace_seconds`` to finish, and any
+    still running are resumed by the next conductor from their last step."""
+    DBOS.destroy(destroy_registry=False, workflow_completion_timeout_sec=grace_seconds)
 
 
 def start(workflow: Callable[..., Any], workflow_id: str, *args: Any) -> str:

@@ -26,11 +26,16 @@ from atoll.runtime import current
 WORKFLOW = "power"
 register_boundaries(WORKFLOW, ["stop", "start", "reboot"])
 
-# action -> (compute event, task_state while running, vm_state after, notification prefix)
-ACTIONS = {
-    "stop": ("compute_stop_instance", "powering-off", "stopped", "instance.power_off"),
-    "start": ("compute_start_instance", "powering-on", "active", "instance.power_on"),
-    "reboot": ("compute_reboot_instance", "rebooting", "active", "instance.reboot"),
+# action -> (compute event, task_states while running, vm_state after, notification prefix)
+ACTIONS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
+    "stop": ("compute_stop_instance", ("powering-off",), "stopped", "instance.power_off"),
+    "start": ("compute_start_instance", ("powering-on",), "active", "instance.power_on"),
+    "reboot": (
+        "compute_reboot_instance",
+        ("rebooting", "rebooting_hard"),
+        "active",
+        "instance.reboot",
+    ),
 }
 
 
@@ -102,7 +107,9 @@ def power_action(ctx: dict[str, Any], instance_uuid: str, action: str, hard: boo
 
 
 @DBOS.step(name="power.done")
-def _done(cell_db: str, instance_uuid: str, task_state: str, vm_state: str, state: int) -> None:
+def _done(
+    cell_db: str, instance_uuid: str, task_state: tuple[str, ...], vm_state: str, state: int
+) -> None:
     instances.save(
         cell_db,
         instance_uuid,

@@ -2,7 +2,7 @@
 
 Revision ID: placement_0001
 Revises:
-Create Date: 2026-11-21 15:07:01.635213
+Create Date: 2026-11-21 15:10:54.973549
 """
 
 from collections.abc import Sequence

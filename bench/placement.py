@@ -133,6 +133,19 @@ def run(db_url: str, providers: int, writes: int, console: Console) -> dict[str,
     }
 
 
+def measure(providers: int = 1000, writes: int = 500) -> dict[str, float]:
+    """The headline figures, for other benchmarks' tables (bench/lifecycle.py)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(f"sqlite:///{tmp}/placement.sqlite", providers, writes, Console(quiet=True))
+    return {
+        "allocation_write_ms_p50": result["claim"]["p50_ms"],  # type: ignore[index]
+        "allocation_write_ms_p95": result["claim"]["p95_ms"],  # type: ignore[index]
+        "move_write_ms_p50": result["replace_allocations_move_2_consumers"]["p50_ms"],  # type: ignore[index]
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--providers", type=int, default=1000)

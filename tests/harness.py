@@ -131,7 +131,7 @@ class Atoll:
 
 
 def settings_for(tmp: Path, **overrides: Any) -> Settings:
-    base = {"data_dir": tmp, "report_interval": 3600.0}
+    base = {"data_dir": tmp, "report_interval": 5.0}
     base.update(overrides)
     return load_settings(None, **base)
 

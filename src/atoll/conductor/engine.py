@@ -14,6 +14,7 @@ from typing import Any
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 from atoll.config import Settings
+from atoll.db.session import get_engine
 
 LOG = logging.getLogger(__name__)
 
@@ -27,8 +28,12 @@ def launch(settings: Settings, executor_id: str | None = None) -> None:
         "application_version": settings.app_version,
         "run_admin_server": False,
         "log_level": "WARNING",
-        "notification_listener_polling_interval_sec": 0.01,
+        "notification_listener_polling_interval_sec": 0.05,
     }
+    if settings.workflow_db.startswith("sqlite"):
+        # DBOS's own SQLite engine keeps the rollback journal, where its polling
+        # readers block every writer; ours runs WAL with synchronous=NORMAL.
+        config["system_database_engine"] = get_engine(settings.workflow_db)
     if executor_id:
         config["executor_id"] = executor_id
     DBOS(config=config)

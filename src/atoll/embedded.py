@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from atoll import bootstrap, runtime
+from atoll import bootstrap, faults, runtime
 from atoll.compute.service import ComputeService
 from atoll.conductor import engine
 from atoll.config import Settings
@@ -36,6 +36,11 @@ class Embedded:
 
     def start(self) -> Embedded:
         settings = self.settings
+        import atoll.compute.manager
+        import atoll.conductor.workflows
+        import atoll.virt  # noqa: F401
+
+        faults.configure(settings.faults)
         bootstrap.sync_databases(settings)
         rt = runtime.Runtime(settings)
         runtime.install(rt)

@@ -232,19 +232,25 @@ def get_server(
     rt: Runtime, ctx: RequestContext, uuid: str, *, with_groups: bool = False
 ) -> ServerRecord:
     """One server the caller may see; another project's server is a 404, like Nova."""
-    with session_scope(rt.settings.api_db) as s:
-        mapping = s.scalar(select(InstanceMapping).where(InstanceMapping.instance_uuid == uuid))
-        if mapping is None or mapping.queued_for_delete:
-            raise NotFound(f"Instance {uuid} could not be found.")
-        if not ctx.is_admin and mapping.project_id != ctx.project_id:
-            raise NotFound(f"Instance {uuid} could not be found.")
-        cell_id = mapping.cell_id
-        record = None
-        if cell_id is None:
-            br = s.scalar(select(BuildRequest).where(BuildRequest.instance_uuid == uuid))
-            if br is None:
+    record = None
+    for _attempt in range(3):
+        # The build request disappears when the server is placed; a read between the
+        # mapping and the request can miss both, so look again at the mapping.
+        with session_scope(rt.settings.api_db) as s:
+            mapping = s.scalar(select(InstanceMapping).where(InstanceMapping.instance_uuid == uuid))
+            if mapping is None or mapping.queued_for_delete:
                 raise NotFound(f"Instance {uuid} could not be found.")
-            record = _from_build_request(br)
+            if not ctx.is_admin and mapping.project_id != ctx.project_id:
+                raise NotFound(f"Instance {uuid} could not be found.")
+            cell_id = mapping.cell_id
+            if cell_id is not None:
+                break
+            br = s.scalar(select(BuildRequest).where(BuildRequest.instance_uuid == uuid))
+            if br is not None:
+                record = _from_build_request(br)
+                break
+    else:
+        raise NotFound(f"Instance {uuid} could not be found.")
     if record is None:
         cell = rt.cells.by_id(cell_id)  # type: ignore[arg-type]
         with session_scope(cell.db_url) as s:
@@ -277,6 +283,18 @@ def list_servers(
 ) -> tuple[list[ServerRecord], list[DownCellServer]]:
     records: list[ServerRecord] = []
     down: list[DownCellServer] = []
+    # Build requests first: a server placed between the two reads then shows up
+    # twice (dropped below) instead of not at all.
+    building: list[ServerRecord] = []
+    if not query.deleted:
+        with session_scope(rt.settings.api_db) as s:
+            stmt2 = select(BuildRequest)
+            if query.project_id is not None:
+                stmt2 = stmt2.where(BuildRequest.project_id == query.project_id)
+            for br in s.scalars(stmt2):
+                record = _from_build_request(br)
+                if query.br_filter is None or query.br_filter(record):
+                    building.append(record)
     for cell in rt.cells.all():
         stmt: Select[Any] = select(Instance).where(Instance.hidden.is_(False))
         if not query.deleted:
@@ -303,15 +321,8 @@ def list_servers(
                 exc.__class__.__name__,
             )
             down.extend(_down_cell_servers(rt, cell, query.project_id))
-    if not query.deleted:
-        with session_scope(rt.settings.api_db) as s:
-            stmt2 = select(BuildRequest)
-            if query.project_id is not None:
-                stmt2 = stmt2.where(BuildRequest.project_id == query.project_id)
-            for br in s.scalars(stmt2):
-                record = _from_build_request(br)
-                if query.br_filter is None or query.br_filter(record):
-                    records.append(record)
+    placed = {r.uuid for r in records}
+    records.extend(r for r in building if r.uuid not in placed)
     if with_groups:
         _attach_groups(rt, records)
     return records, down

@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from kombu import Consumer, Message, Producer
+from kombu import Message, Producer
 
 from atoll import exceptions, faults
+from atoll.bus.hub import ConsumerHub
 from atoll.bus.transport import EXCHANGE, Transport, queue_for
 
 LOG = logging.getLogger(__name__)
-
-DRAIN_TIMEOUT_S = 0.25
-RECONNECT_DELAY_S = 0.5
 
 
 class RemoteError(exceptions.AtollError):
@@ -61,14 +58,14 @@ class RpcClient:
         self._pending: dict[str, Future[Any]] = {}
         self._pending_lock = threading.Lock()
         self._producers = _ProducerCache()
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._listen, name=f"rpc-reply-{self.reply_topic[-6:]}", daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(timeout=10):
-            raise exceptions.CellUnavailable(f"cannot reach transport {_redact(transport.url)}")
+        try:
+            ConsumerHub.for_transport(transport).subscribe(
+                self.reply_topic, self._on_reply, auto_delete=True
+            )
+        except TimeoutError:
+            raise exceptions.CellUnavailable(
+                f"cannot reach transport {_redact(transport.url)}"
+            ) from None
 
     def _producer(self) -> Producer:
         producer = self._producers.producer
@@ -138,29 +135,8 @@ class RpcClient:
         else:
             future.set_result(body.get("result"))
 
-    def _listen(self) -> None:
-        queue = queue_for(self.reply_topic, auto_delete=True)
-        while not self._stop.is_set():
-            try:
-                with (
-                    self.transport.new_connection() as conn,
-                    Consumer(conn, [queue], callbacks=[self._on_reply], accept=["json"]),
-                ):
-                    self._ready.set()
-                    while not self._stop.is_set():
-                        try:
-                            conn.drain_events(timeout=DRAIN_TIMEOUT_S)
-                        except TimeoutError:
-                            continue
-            except Exception:
-                if self._stop.is_set():
-                    return
-                LOG.exception("reply listener lost its connection; reconnecting")
-                time.sleep(RECONNECT_DELAY_S)
-
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=DRAIN_TIMEOUT_S * 3)
+        ConsumerHub.for_transport(self.transport).unsubscribe(self.reply_topic)
 
 
 class RpcServer:
@@ -188,40 +164,15 @@ class RpcServer:
             )
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"rpc-{topic}")
         self._producers = _ProducerCache()
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self.transport.declare(queue_for(self.topic))
-        self._thread = threading.Thread(
-            target=self._listen, name=f"rpcsrv-{self.topic}", daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(timeout=10):
+        try:
+            ConsumerHub.for_transport(self.transport).subscribe(self.topic, self._on_request)
+        except TimeoutError:
             raise exceptions.CellUnavailable(
                 f"cannot consume {self.topic} on {_redact(self.transport.url)}"
-            )
-
-    def _listen(self) -> None:
-        queue = queue_for(self.topic)
-        while not self._stop.is_set():
-            try:
-                with (
-                    self.transport.new_connection() as conn,
-                    Consumer(conn, [queue], callbacks=[self._on_request], accept=["json"]),
-                ):
-                    self._ready.set()
-                    while not self._stop.is_set():
-                        try:
-                            conn.drain_events(timeout=DRAIN_TIMEOUT_S)
-                        except TimeoutError:
-                            continue
-            except Exception:
-                if self._stop.is_set():
-                    return
-                LOG.exception("rpc server %s lost its connection; reconnecting", self.topic)
-                time.sleep(RECONNECT_DELAY_S)
+            ) from None
 
     def _on_request(self, body: dict[str, Any], message: Message) -> None:
         message.ack()
@@ -271,9 +222,7 @@ class RpcServer:
             self.transport.close()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=DRAIN_TIMEOUT_S * 3)
+        ConsumerHub.for_transport(self.transport).unsubscribe(self.topic)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

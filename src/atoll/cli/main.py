@@ -76,6 +76,8 @@ def serve(
     demo: Annotated[
         bool, typer.Option(help="Create the demo layout in an empty deployment.")
     ] = True,
+    demo_cells: Annotated[int, typer.Option(help="Cells in the demo layout.", min=1)] = 2,
+    demo_hosts: Annotated[int, typer.Option(help="Hosts per cell in the demo layout.", min=1)] = 2,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run every service in this process (embedded mode) and serve the compute API."""
@@ -89,7 +91,11 @@ def serve(
         settings.listen_host = host
     if port:
         settings.listen_port = port
-    embedded = Embedded(settings, demo=demo).start()
+    cells = {
+        f"cell{c}": [f"host{(c - 1) * demo_hosts + h}" for h in range(1, demo_hosts + 1)]
+        for c in range(1, demo_cells + 1)
+    }
+    embedded = Embedded(settings, demo=demo, cells=cells).start()
     try:
         console.print(
             f"atoll serving the compute API on http://{settings.listen_host}:"
@@ -116,6 +122,79 @@ def db_sync(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
     cells = bootstrap.sync_databases(_settings(config, data_dir))
     console.print(f"databases up to date ({len(cells)} cells)")
+
+
+@db_app.command("archive")
+def db_archive(
+    max_rows: Annotated[
+        int,
+        typer.Option(
+            "--max-rows",
+            min=1,
+            help="Rows to move per cell in one pass (one transaction per batch of at most "
+            "200 servers or rows, each with what belongs to it).",
+        ),
+    ] = 1000,
+    before: Annotated[
+        str | None,
+        typer.Option(
+            "--before",
+            help="Only rows deleted before this time: ISO 8601, e.g. 2026-01-31 or "
+            "2026-01-31T12:00:00+02:00 (UTC when no zone is given).",
+        ),
+    ] = None,
+    until_complete: Annotated[
+        bool,
+        typer.Option(
+            "--until-complete",
+            help="Repeat passes of --max-rows until nothing is left to archive.",
+        ),
+    ] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Move soft-deleted rows of every cell to their shadow tables.
+
+    A deleted server goes with its actions and their events, faults, block
+    device mappings, interfaces and migrations; then every other soft-deleted
+    row (deleted services, compute nodes, ...).  Afterwards the API database
+    forgets servers no cell holds any more (instance mappings, request specs,
+    group memberships).  Prints the rows moved per cell and table.
+
+    Exits 0 when done, 1 when a cell's database did not answer (it was skipped;
+    the other cells were archived).
+    """
+    from atoll.db.archive import archive_all, parse_before
+
+    try:
+        cutoff = parse_before(before) if before else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--before") from None
+    settings = _settings(config, data_dir)
+    result = archive_all(settings, max_rows=max_rows, before=cutoff, until_complete=until_complete)
+    table = Table("cell", "table", "rows moved")
+    for cell_name, counts in result.items():
+        for name, count in counts.items():
+            table.add_row(cell_name, name, str(count))
+    for cell_name in result.down:
+        table.add_row(cell_name, "[red]unreachable: skipped[/red]", "-")
+    for name, count in result.api.items():
+        table.add_row("(API DB)", f"{name} (deleted)", str(count))
+    if table.row_count:
+        console.print(table)
+    total = result.total
+    if total == 0 and not result.api:
+        console.print("nothing to archive")
+    else:
+        cells = sum(1 for counts in result.values() if counts)
+        console.print(f"{total} rows moved to shadow tables in {cells} cell(s)")
+    if not result.complete:
+        console.print(
+            f"more rows remain (a cell reached --max-rows {max_rows}); run again or "
+            "use --until-complete"
+        )
+    if result.down:
+        _fail(f"cell(s) {', '.join(result.down)} did not answer and were not archived")
 
 
 @cell_app.command("create")

@@ -406,69 +406,124 @@ class _Addresses:
             self._ports = {p["id"]: p for p in self.rt.networks.list_ports()}
 
 
+class _Renderer:
+    """Renders many servers for one request, reading shared data once, not per server."""
+
+    def __init__(self, rt: Runtime, request: Request, ctx: RequestContext, ver: Any) -> None:
+        self.rt, self.request, self.ctx, self.ver = rt, request, ctx, ver
+        self.addrs = _Addresses(rt)
+        self._images: dict[str, dict[str, Any] | None] = {}
+        self._extra_specs: dict[str, bool] = {}
+        self._host_status: dict[tuple[str, str], str] = {}
+
+    def prepare(self, records: list[ServerRecord]) -> None:
+        self.addrs.preload(records)
+        if self.ver >= "2.96":
+            _add_spec_fields(self.rt, records)
+        if self.ver >= "2.16" and self.ctx.is_admin:
+            self._host_status.update(_host_statuses(self.rt, records))
+
+    def _image(self, image_id: str) -> dict[str, Any] | None:
+        if image_id not in self._images:
+            try:
+                self._images[image_id] = self.rt.images.get(image_id)
+            except NotFound:
+                self._images[image_id] = None
+        return self._images[image_id]
+
+    def _show_specs(self, project_id: str) -> bool:
+        if project_id not in self._extra_specs:
+            self._extra_specs[project_id] = policy.check(
+                self.ctx, "os_compute_api:os-flavor-extra-specs:index", {"project_id": project_id}
+            )
+        return self._extra_specs[project_id]
+
+    def render(self, record: ServerRecord) -> dict[str, Any]:
+        ver = self.ver
+        image = self._image(record.image_ref) if ver >= "2.98" and record.image_ref else None
+        host_status = None
+        if ver >= "2.16" and self.ctx.is_admin:
+            host_status = self._host_status.get(_host_key(record), "")
+        return view.detail(
+            record,
+            ver=ver,
+            base=base_url(self.request),
+            is_admin=self.ctx.is_admin,
+            addrs=self.addrs.of(record),
+            image=image,
+            show_extra_specs=ver >= "2.47" and self._show_specs(record.project_id),
+            host_status=host_status,
+        )
+
+
 def _render(
-    rt: Runtime,
-    request: Request,
-    ctx: RequestContext,
-    ver: Any,
-    record: ServerRecord,
-    addrs: _Addresses,
+    rt: Runtime, request: Request, ctx: RequestContext, ver: Any, record: ServerRecord
 ) -> dict[str, Any]:
-    image = None
-    if ver >= "2.98" and record.image_ref:
-        try:
-            image = rt.images.get(record.image_ref)
-        except NotFound:
-            image = None
-    show_specs = ver >= "2.47" and policy.check(
-        ctx, "os_compute_api:os-flavor-extra-specs:index", {"project_id": record.project_id}
-    )
-    host_status = None
-    if ver >= "2.16" and ctx.is_admin:
-        host_status = _host_status(rt, record)
-    if ver >= "2.96" or ver >= "2.100":
-        _add_spec_fields(rt, record)
-    return view.detail(
-        record,
-        ver=ver,
-        base=base_url(request),
-        is_admin=ctx.is_admin,
-        addrs=addrs.of(record),
-        image=image,
-        show_extra_specs=show_specs,
-        host_status=host_status,
-    )
+    renderer = _Renderer(rt, request, ctx, ver)
+    renderer.prepare([record])
+    return renderer.render(record)
 
 
-def _host_status(rt: Runtime, record: ServerRecord) -> str:
-    if not record.host or record.cell is None:
-        return ""
+def _host_key(record: ServerRecord) -> tuple[str, str]:
+    return (record.cell.name if record.cell else "", record.host or "")
+
+
+def _host_statuses(rt: Runtime, records: list[ServerRecord]) -> dict[tuple[str, str], str]:
+    """UP / DOWN / MAINTENANCE / UNKNOWN of each record's host: one query per cell."""
     from atoll.db.cell_models import Service
 
-    with session_scope(record.cell.db_url) as s:
-        svc = s.scalar(
-            select(Service).where(
-                Service.host == record.host, Service.deleted == 0, Service.binary == "nova-compute"
-            )
-        )
-    if svc is None:
-        return "UNKNOWN"
-    if svc.forced_down:
-        return "DOWN"
-    if svc.disabled:
-        return "MAINTENANCE"
-    if svc.last_seen_up is None:
-        return "UNKNOWN"
-    age = (dt.datetime.now(dt.UTC).replace(tzinfo=None) - svc.last_seen_up).total_seconds()
-    return "UP" if age <= rt.settings.timeouts.service_down_after else "DOWN"
+    out: dict[tuple[str, str], str] = {}
+    by_cell: dict[str, tuple[Any, set[str]]] = {}
+    for record in records:
+        if record.cell is not None and record.host:
+            by_cell.setdefault(record.cell.name, (record.cell, set()))[1].add(record.host)
+        else:
+            out[_host_key(record)] = ""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    for cell_name, (cell, hosts) in by_cell.items():
+        with session_scope(cell.db_url) as s:
+            rows = s.execute(
+                select(
+                    Service.host, Service.forced_down, Service.disabled, Service.last_seen_up
+                ).where(
+                    Service.host.in_(hosts),
+                    Service.deleted == 0,
+                    Service.binary == "nova-compute",
+                )
+            ).all()
+        seen: dict[str, str] = {}
+        for host, forced_down, disabled, last_seen in rows:
+            if forced_down:
+                seen[host] = "DOWN"
+            elif disabled:
+                seen[host] = "MAINTENANCE"
+            elif last_seen is None:
+                seen[host] = "UNKNOWN"
+            else:
+                age = (now - last_seen).total_seconds()
+                seen[host] = "UP" if age <= rt.settings.timeouts.service_down_after else "DOWN"
+        for host in hosts:
+            out[(cell_name, host)] = seen.get(host, "UNKNOWN")
+    return out
 
 
-def _add_spec_fields(rt: Runtime, record: ServerRecord) -> None:
+def _add_spec_fields(rt: Runtime, records: list[ServerRecord]) -> None:
+    """The requested zone and scheduler hints (2.96 / 2.100), one query for all."""
+    if not records:
+        return
     with session_scope(rt.settings.api_db) as s:
-        spec = s.scalar(select(RequestSpec.spec).where(RequestSpec.instance_uuid == record.uuid))
-    if spec:
-        record.requested_az = spec.get("availability_zone")
-        record.scheduler_hints = dict(spec.get("scheduler_hints") or {})
+        specs = dict(
+            s.execute(
+                select(RequestSpec.instance_uuid, RequestSpec.spec).where(
+                    RequestSpec.instance_uuid.in_([r.uuid for r in records])
+                )
+            ).all()
+        )
+    for record in records:
+        spec = specs.get(record.uuid)
+        if spec:
+            record.requested_az = spec.get("availability_zone")
+            record.scheduler_hints = dict(spec.get("scheduler_hints") or {})
 
 
 SORT_KEYS = {
@@ -639,15 +694,15 @@ def _listing(
         items.extend(down)
     items, links = _page(request, items, "servers/detail" if detail else "servers")
     base = base_url(request)
-    addrs = _Addresses(rt)
+    renderer = _Renderer(rt, request, ctx, ver)
     if detail:
-        addrs.preload([i for i in items if isinstance(i, ServerRecord)])
+        renderer.prepare([i for i in items if isinstance(i, ServerRecord)])
     out = []
     for item in items:
         if isinstance(item, DownCellServer):
             out.append(view.down_cell(item, base, detail=detail))
         elif detail:
-            out.append(_render(rt, request, ctx, ver, item, addrs))
+            out.append(renderer.render(item))
         else:
             out.append(view.brief(item, base))
     body: dict[str, Any] = {"servers": out}
@@ -721,7 +776,7 @@ def show(
             return {"server": _down_cell_show(rt, request, ctx, server_id)}
         raise
     policy.authorize(ctx, "os_compute_api:servers:show", {"project_id": record.project_id})
-    return {"server": _render(rt, request, ctx, ver, record, _Addresses(rt))}
+    return {"server": _render(rt, request, ctx, ver, record)}
 
 
 @router.put("/servers/{server_id}")
@@ -756,7 +811,7 @@ def update(
     if values:
         instances.save(record.cell.db_url, server_id, **values)
     record = get_server(rt, ctx, server_id, with_groups=ver >= "2.71")
-    return {"server": _render(rt, request, ctx, ver, record, _Addresses(rt))}
+    return {"server": _render(rt, request, ctx, ver, record)}
 
 
 # ---------------------------------------------------------------- delete

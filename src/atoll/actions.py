@@ -63,11 +63,10 @@ def finish_action(cell_db: str, ctx: RequestContext, instance_uuid: str, *, erro
                 row.message = ERROR
 
 
-@contextmanager
-def action_event(
+def event_start(
     cell_db: str, ctx: RequestContext, instance_uuid: str, event: str, host: str | None
-) -> Iterator[None]:
-    """Record ``event`` around a block: start time, finish time, result and traceback."""
+) -> int | None:
+    """Record that ``event`` began (again, for a resumed step) on the server's action."""
     with session_scope(cell_db) as s:
         action = s.scalar(
             select(InstanceAction).where(
@@ -80,33 +79,43 @@ def action_event(
             LOG.warning(
                 "no action %s for %s; event %s not recorded", ctx.request_id, instance_uuid, event
             )
-            event_id = None
-        else:
-            row = s.scalar(
-                select(InstanceActionEvent).where(
-                    InstanceActionEvent.action_id == action.id,
-                    InstanceActionEvent.event == event,
-                )
+            return None
+        row = s.scalar(
+            select(InstanceActionEvent).where(
+                InstanceActionEvent.action_id == action.id,
+                InstanceActionEvent.event == event,
             )
-            if row is None:
-                row = InstanceActionEvent(action_id=action.id, event=event, host=host)
-                s.add(row)
-            row.start_time, row.finish_time, row.result, row.traceback = utcnow(), None, None, None
-            row.host = host
-            s.flush()
-            event_id = row.id
-    try:
-        yield
-    except BaseException as exc:
-        _finish_event(cell_db, event_id, ERROR, "".join(traceback.format_exception(exc)))
-        raise
-    _finish_event(cell_db, event_id, SUCCESS, None)
+        )
+        if row is None:
+            row = InstanceActionEvent(action_id=action.id, event=event, host=host)
+            s.add(row)
+        row.start_time, row.finish_time, row.result, row.traceback = utcnow(), None, None, None
+        row.host = host
+        s.flush()
+        return row.id
 
 
-def _finish_event(cell_db: str, event_id: int | None, result: str, tb: str | None) -> None:
+def event_finish(cell_db: str, event_id: int | None, error: BaseException | None = None) -> None:
     if event_id is None:
         return
+    tb = "".join(traceback.format_exception(error)) if error is not None else None
     with session_scope(cell_db) as s:
         row = s.get(InstanceActionEvent, event_id)
         if row is not None:
-            row.finish_time, row.result, row.traceback = utcnow(), result, tb
+            row.finish_time = utcnow()
+            row.result = ERROR if error is not None else SUCCESS
+            row.traceback = tb
+
+
+@contextmanager
+def action_event(
+    cell_db: str, ctx: RequestContext, instance_uuid: str, event: str, host: str | None
+) -> Iterator[None]:
+    """Record ``event`` around a block: start time, finish time, result and traceback."""
+    event_id = event_start(cell_db, ctx, instance_uuid, event, host)
+    try:
+        yield
+    except BaseException as exc:
+        event_finish(cell_db, event_id, exc)
+        raise
+    event_finish(cell_db, event_id)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from atoll.cells import Cell
 from atoll.context import RequestContext
 from atoll.db.api_models import InstanceMapping
-from atoll.db.cell_models import BlockDeviceMapping, Instance
+from atoll.db.cell_models import BlockDeviceMapping, Instance, Migration
 from atoll.db.session import session_scope
 from atoll.runtime import Runtime
 
@@ -27,6 +27,8 @@ LOG = logging.getLogger(__name__)
 
 # a server in these states must have its guest on its host
 STATES_WITH_GUEST = ("active", "stopped", "resized")
+# a migration in one of these is over: it may hold nothing any more
+DONE_MIGRATION = ("confirmed", "reverted", "error", "failed", "done", "completed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -78,16 +80,37 @@ def expected_resources(flavor: dict[str, Any], volume_backed: bool) -> dict[str,
     return out
 
 
+@dataclass
+class OpenMigration:
+    uuid: str
+    instance_uuid: str
+    status: str
+    source: str | None
+    dest: str | None
+
+
 class Auditor:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.report = Report()
         self.servers: dict[str, LiveServer] = {}
         self.reachable_cells: list[Cell] = []
+        self.migrations: dict[str, OpenMigration] = {}
+        self.hidden: list[tuple[Cell, str]] = []
+
+    def hosts_of(self, server: LiveServer) -> set[str | None]:
+        """Where a server may hold things: its host, plus both ends of an open move."""
+        hosts: set[str | None] = {server.host}
+        for m in self.migrations.values():
+            if m.instance_uuid == server.uuid:
+                hosts |= {m.source, m.dest}
+        return hosts
 
     def run(self) -> Report:
         self._load_servers()
         self._check_copies()
+        self._check_hidden_copies()
+        self._check_snapshots()
         self._check_allocations()
         self._check_guests()
         self._check_attachments()
@@ -113,6 +136,18 @@ class Auditor:
                             )
                         )
                     )
+                    hidden = s.scalars(
+                        select(Instance.uuid).where(
+                            Instance.deleted == 0, Instance.hidden.is_(True)
+                        )
+                    ).all()
+                    open_moves = s.scalars(
+                        select(Migration).where(
+                            Migration.deleted == 0,
+                            Migration.hidden.is_(False),
+                            Migration.status.not_in(DONE_MIGRATION),
+                        )
+                    ).all()
                     ports = defaultdict(list)
                     for uuid, port in s.execute(
                         select(VirtualInterface.instance_uuid, VirtualInterface.uuid).where(
@@ -129,6 +164,11 @@ class Auditor:
                 )
                 continue
             self.reachable_cells.append(cell)
+            self.hidden.extend((cell, uuid) for uuid in hidden)
+            for m in open_moves:
+                self.migrations[m.uuid] = OpenMigration(
+                    m.uuid, m.instance_uuid, m.status, m.source_compute, m.dest_compute
+                )
             for row in rows:
                 if row.uuid in self.servers:
                     other = self.servers[row.uuid].cell.name
@@ -149,6 +189,35 @@ class Auditor:
         self.report.checked["servers"] = len(self.servers)
 
     # -- invariants
+    def _check_hidden_copies(self) -> None:
+        """A hidden copy lives only as long as the move that made it."""
+        moving = {m.instance_uuid for m in self.migrations.values()}
+        for cell, uuid in self.hidden:
+            if uuid not in moving:
+                self.report.add(
+                    "orphan_hidden_copy",
+                    uuid,
+                    f"hidden copy in {cell.name} with no move in progress",
+                )
+        self.report.checked["hidden_copies"] = len(self.hidden)
+
+    def _check_snapshots(self) -> None:
+        """A move's temporary snapshot lives only until the move has finished with it."""
+        count = 0
+        for image in self.rt.images.list():
+            props = image.get("properties") or {}
+            if props.get("atoll_temporary") != "true":
+                continue
+            count += 1
+            migration = self.migrations.get(props.get("atoll_move_migration", ""))
+            if migration is None or migration.status not in ("pre-migrating", "migrating"):
+                self.report.add(
+                    "leaked_snapshot",
+                    image["id"],
+                    f"temporary snapshot of {props.get('instance_uuid')} outlived its move",
+                )
+        self.report.checked["temporary_snapshots"] = count
+
     def _check_copies(self) -> None:
         """Each mapped server has its one visible copy in the cell its mapping names."""
         with session_scope(self.rt.settings.api_db) as s:
@@ -191,6 +260,17 @@ class Auditor:
         providers = {p.uuid: p.name for p in self.rt.placement.list_providers()}
         self.report.checked["allocation_consumers"] = len(consumers)
         for consumer, allocs in consumers.items():
+            migration = self.migrations.get(consumer)
+            if migration is not None:
+                hosts = {providers.get(p, p) for p in allocs}
+                if hosts != {migration.source}:
+                    self.report.add(
+                        "misplaced_allocation",
+                        consumer,
+                        f"migration {migration.status} holds {sorted(hosts)}, "
+                        f"not its source {migration.source}",
+                    )
+                continue
             server = self.servers.get(consumer)
             if server is None:
                 self.report.add(
@@ -245,7 +325,7 @@ class Auditor:
             guests_total += len(on_host)
             for uuid in on_host:
                 server = self.servers.get(uuid)
-                if server is None or server.host != host:
+                if server is None or host not in self.hosts_of(server):
                     where = "no live server" if server is None else f"server is on {server.host}"
                     self.report.add("orphan_guest", f"{host}/{uuid}", f"guest with {where}")
             for uuid, server in self.servers.items():
@@ -273,7 +353,7 @@ class Auditor:
                     f"volume {att['volume_id']} attached to {att['instance_uuid']}, "
                     "which is no live server",
                 )
-            elif att.get("host") not in (None, server.host):
+            elif att.get("host") not in self.hosts_of(server) | {None}:
                 self.report.add(
                     "misplaced_attachment",
                     att["id"],
@@ -293,14 +373,19 @@ class Auditor:
                     binding["port_id"],
                     f"binding on {binding['host']} for a port of no live server",
                 )
-            elif binding["host"] != server.host:
+            elif binding["host"] not in self.hosts_of(server):
                 self.report.add(
                     "misplaced_binding",
                     binding["port_id"],
                     f"{binding['status']} binding on {binding['host']} but the "
                     f"server is on {server.host}",
                 )
-            elif binding["status"] != "ACTIVE" and server.vm_state != "error":
+            elif (
+                binding["status"] != "ACTIVE"
+                and server.vm_state != "error"
+                and binding["host"] == server.host
+                and not any(m.instance_uuid == server.uuid for m in self.migrations.values())
+            ):
                 self.report.add(
                     "inactive_binding",
                     binding["port_id"],

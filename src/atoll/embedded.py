@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from atoll import bootstrap, faults, runtime
 from atoll.compute.service import ComputeService
 from atoll.conductor import engine
+from atoll.conductor.periodic import PeriodicJobs
 from atoll.config import Settings
 
 LOG = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Embedded:
         self.runtime: runtime.Runtime | None = None
         self.computes: dict[str, ComputeService] = {}
         self.demo_info: dict[str, Any] = {}
+        self.periodic: PeriodicJobs | None = None
 
     def start(self) -> Embedded:
         settings = self.settings
@@ -50,6 +52,8 @@ class Embedded:
         for host in sorted(rt.cells.host_cells()):
             self.start_compute(host)
         engine.launch(settings)
+        self.periodic = PeriodicJobs(rt)
+        self.periodic.start()
         LOG.info(
             "atoll embedded: %d cells, %d computes", len(rt.cells.refresh()), len(self.computes)
         )
@@ -83,6 +87,8 @@ class Embedded:
         return create_app(self.runtime)
 
     def stop(self) -> None:
+        if self.periodic is not None:
+            self.periodic.stop()
         try:
             engine.shutdown()
         finally:

@@ -20,14 +20,15 @@ def test_lifecycle_on_postgres_mariadb_and_rabbitmq(tmp_path: Path) -> None:
     with (
         postgres_db("atoll_api") as api_db,
         postgres_db("atoll_placement") as placement_db,
-        mysql_db("atoll_services") as services_db,running_atoll(
-        tmp_path,
-        api_db_url=api_db,
-        placement_db_url=placement_db,
-        services_db_url=services_db,
-        transport_url=RABBIT_URL,
-        app_version=f"test-{vhost_suffix}",
-    ) as atoll
+        mysql_db("atoll_services") as services_db,
+        running_atoll(
+            tmp_path,
+            api_db_url=api_db,
+            placement_db_url=placement_db,
+            services_db_url=services_db,
+            transport_url=RABBIT_URL,
+            app_version=f"test-{vhost_suffix}",
+        ) as atoll,
     ):
         cells = {c.name: c for c in atoll.runtime.cells.refresh()}
         assert cells["cell1"].transport_url == RABBIT_URL

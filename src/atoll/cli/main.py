@@ -162,8 +162,12 @@ def db_archive(
     group memberships).  Prints the rows moved per cell and table.
 
     Exits 0 when done, 1 when a cell's database did not answer (it was skipped;
-    the other cells were archived).
+    the other cells were archived), 2 on a bad option, 3 when the API database
+    did not answer.
     """
+    from rich.markup import escape
+    from sqlalchemy.exc import SQLAlchemyError
+
     from atoll.db.archive import archive_all, parse_before
 
     try:
@@ -171,13 +175,19 @@ def db_archive(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--before") from None
     settings = _settings(config, data_dir)
-    result = archive_all(settings, max_rows=max_rows, before=cutoff, until_complete=until_complete)
+    try:
+        result = archive_all(
+            settings, max_rows=max_rows, before=cutoff, until_complete=until_complete
+        )
+    except SQLAlchemyError as exc:
+        _fail(f"the API database did not answer: {escape(str(exc).splitlines()[0])}", code=3)
     table = Table("cell", "table", "rows moved")
     for cell_name, counts in result.items():
         for name, count in counts.items():
             table.add_row(cell_name, name, str(count))
     for cell_name in result.down:
-        table.add_row(cell_name, "[red]unreachable: skipped[/red]", "-")
+        reason = escape(result.errors.get(cell_name, ""))
+        table.add_row(cell_name, f"[red]unreachable: skipped[/red] {reason}", "-")
     for name, count in result.api.items():
         table.add_row("(API DB)", f"{name} (deleted)", str(count))
     if table.row_count:

@@ -56,6 +56,10 @@ class ComputeAPI:
             ctx, host, "destroy", instance_uuid=instance_uuid, keep_disks=keep_disks, event=event
         )
 
+    def call(self, ctx: RequestContext, host: str, method: str, **kwargs: Any) -> Any:
+        """Any compute RPC by name (the move workflows use the generic primitives)."""
+        return self._call(ctx, host, method, **kwargs)
+
     def power_off(self, ctx: RequestContext, host: str, instance_uuid: str) -> int:
         return self._call(ctx, host, "power_off", instance_uuid=instance_uuid)
 

@@ -213,3 +213,6 @@ class ComputeNode(SoftDelete, CellBase):
     running_vms: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = created_col()
     updated_at: Mapped[dt.datetime | None] = updated_col()
+
+
+from atoll.db import shadow as _shadow  # noqa: E402,F401  (registers the shadow tables)

@@ -67,8 +67,10 @@ def _copy_and_hash(source: Path, dest: Path | None) -> tuple[int, str]:
     """Read ``source`` once: its size and md5, copied to ``dest`` when given.
 
     Holes in the source are not read (SEEK_DATA/SEEK_HOLE) and all-zero chunks
-    are not written, so a sparse disk stays sparse.  The md5 covers every byte,
-    holes included.
+    are not written, so a sparse disk stays sparse.  The checksum is an md5 of the
+    data with each hole recorded as its offset and length: hashing the zeros of a
+    hole byte by byte took ~40 s for the 20 GB root disk of a resized server, so
+    the checksum of a sparse image is not the md5 of its flat bytes.
     """
     digest = hashlib.md5(usedforsecurity=False)
     seek_data = getattr(os, "SEEK_DATA", None)
@@ -84,12 +86,8 @@ def _copy_and_hash(source: Path, dest: Path | None) -> tuple[int, str]:
             except OSError:  # the file system cannot tell: treat all as data
                 seek_data = seek_hole = None
                 data_at = pos
-            if data_at > pos:  # a hole: zeros for the checksum, a seek for the copy
-                gap = data_at - pos
-                while gap:
-                    n = min(gap, _CHUNK)
-                    digest.update(memoryview(_ZEROS)[:n])
-                    gap -= n
+            if data_at > pos:  # a hole: its extent for the checksum, a seek for the copy
+                digest.update(f"<hole {pos}+{data_at - pos}>".encode())
                 if out is not None:
                     out.seek(data_at)
                 pos = data_at
@@ -345,6 +343,18 @@ class ImageService:
                 return
             row.status = "deleted"
             row.updated_at = utcnow()
+
+    def list_all(self, *, instance_uuid: str | None = None) -> list[dict[str, Any]]:
+        """Every image ever made, deleted ones too (operators and the audit follow
+        temporary snapshots with it)."""
+        with session_scope(self.db_url) as s:
+            stmt = select(Image).order_by(Image.created_at)
+            rows = [_to_dict(r) for r in s.scalars(stmt)]
+        if instance_uuid:
+            rows = [
+                r for r in rows if (r.get("properties") or {}).get("instance_uuid") == instance_uuid
+            ]
+        return rows
 
     def list(
         self, *, owner: str | None = None, properties: dict[str, Any] | None = None

@@ -73,3 +73,63 @@ def guest(host: str, instance_uuid: str, rt: RuntimeDep, ctx: ContextDep) -> dic
     if not info:
         raise NotFound(f"no guest {instance_uuid} on {host}")
     return {"guest": info}
+
+
+@router.get("/cells/{cell_name}/instances/{instance_uuid}")
+def cell_copies(
+    cell_name: str, instance_uuid: str, rt: RuntimeDep, ctx: ContextDep
+) -> dict[str, Any]:
+    """Every row a cell holds for a server: hidden and soft-deleted copies included."""
+    from sqlalchemy import select
+
+    from atoll.db.cell_models import Instance
+    from atoll.db.session import session_scope
+
+    policy.authorize(ctx, "atoll:admin")
+    cell = rt.cells.by_name(cell_name)
+    with session_scope(cell.db_url) as s:
+        rows = s.scalars(select(Instance).where(Instance.uuid == instance_uuid)).all()
+        copies = [
+            {
+                "uuid": r.uuid,
+                "hidden": r.hidden,
+                "deleted": r.deleted != 0,
+                "vm_state": r.vm_state,
+                "task_state": r.task_state,
+                "power_state": r.power_state,
+                "host": r.host,
+                "node": r.node,
+                "availability_zone": r.availability_zone,
+                "flavor": r.flavor.get("cur"),
+                "old_flavor": r.flavor.get("old"),
+                "new_flavor": r.flavor.get("new"),
+                "vcpus": r.vcpus,
+                "memory_mb": r.memory_mb,
+                "root_gb": r.root_gb,
+                "ephemeral_gb": r.ephemeral_gb,
+            }
+            for r in rows
+        ]
+    return {"cell": cell.name, "instances": copies}
+
+
+@router.get("/images")
+def images(rt: RuntimeDep, ctx: ContextDep, instance_uuid: str | None = None) -> dict[str, Any]:
+    """Every image, deleted ones too: follows the temporary snapshots of moves."""
+    policy.authorize(ctx, "atoll:admin")
+    return {"images": rt.images.list_all(instance_uuid=instance_uuid)}
+
+
+@router.get("/volume-attachments")
+def volume_attachments(
+    rt: RuntimeDep, ctx: ContextDep, instance_uuid: str | None = None
+) -> dict[str, Any]:
+    policy.authorize(ctx, "atoll:admin")
+    return {"attachments": rt.volumes.attachments(instance_uuid=instance_uuid)}
+
+
+@router.get("/port-bindings")
+def port_bindings(rt: RuntimeDep, ctx: ContextDep, port_id: str | None = None) -> dict[str, Any]:
+    policy.authorize(ctx, "atoll:admin")
+    bindings = rt.networks.bindings(port_id) if port_id else rt.networks.all_bindings()
+    return {"bindings": bindings}

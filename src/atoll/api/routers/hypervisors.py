@@ -39,7 +39,7 @@ from atoll.api.routers.services import COMPUTE_BINARY, service_is_up
 from atoll.cells import Cell
 from atoll.db.cell_models import ComputeNode, Instance, Service
 from atoll.db.types import utcnow
-from atoll.exceptions import BadRequest, NotFound
+from atoll.exceptions import AtollError, BadRequest, NotFound
 from atoll.runtime import Runtime
 
 router = APIRouter(tags=["os-hypervisors"])
@@ -163,21 +163,30 @@ def _detail(hyp: Hypervisor, version: APIVersion, runtime: Runtime) -> dict[str,
         body["uptime"] = _uptime(hyp)
         return body
     cpu_info = _cpu_info(node)
-    free_disk = node.local_gb - node.local_gb_used
+    # Usage is what is claimed in placement, like Nova's resource tracker: it
+    # includes the old flavor a source host keeps for a move awaiting confirm.
+    try:
+        claimed = runtime.placement.usages(node.uuid)
+    except AtollError:
+        claimed = {}
+    vcpus_used = claimed.get("VCPU", node.vcpus_used)
+    memory_mb_used = claimed.get("MEMORY_MB", node.memory_mb_used)
+    local_gb_used = claimed.get("DISK_GB", node.local_gb_used)
+    free_disk = node.local_gb - local_gb_used
     body.update(
         {
             "cpu_info": cpu_info if version >= "2.28" else json.dumps(cpu_info),
             "current_workload": sum(1 for _i, _u, task in hyp.servers if task),
             "disk_available_least": free_disk,
             "free_disk_gb": free_disk,
-            "free_ram_mb": node.memory_mb - node.memory_mb_used,
+            "free_ram_mb": node.memory_mb - memory_mb_used,
             "local_gb": node.local_gb,
-            "local_gb_used": node.local_gb_used,
+            "local_gb_used": local_gb_used,
             "memory_mb": node.memory_mb,
-            "memory_mb_used": node.memory_mb_used,
+            "memory_mb_used": memory_mb_used,
             "running_vms": node.running_vms,
             "vcpus": node.vcpus,
-            "vcpus_used": node.vcpus_used,
+            "vcpus_used": vcpus_used,
         }
     )
     return body

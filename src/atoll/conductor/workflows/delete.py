@@ -12,6 +12,7 @@ from typing import Any
 from dbos import DBOS
 from sqlalchemy import delete, select, update
 
+from atoll import actions
 from atoll.conductor.common import (
     boundary,
     cell_of,
@@ -111,6 +112,7 @@ def soft_delete(ctx: dict[str, Any], cell_db: str, instance_uuid: str) -> None:
     """The record last: until here a failed delete can be retried."""
     boundary(WORKFLOW, "soft_delete", instance=instance_uuid)
     rt = current()
+    actions.finish_action(cell_db, RequestContext.from_dict(ctx), instance_uuid, error=False)
     now = utcnow()
     with session_scope(cell_db) as s:
         inst = s.scalar(
@@ -140,9 +142,13 @@ def soft_delete(ctx: dict[str, Any], cell_db: str, instance_uuid: str) -> None:
         s.execute(
             delete(InstanceGroupMember).where(InstanceGroupMember.instance_uuid == instance_uuid)
         )
-    from atoll import actions
 
-    actions.finish_action(cell_db, RequestContext.from_dict(ctx), instance_uuid, error=False)
+
+@DBOS.step(name="delete.describe_resize")
+def describe_resize(instance_uuid: str) -> dict[str, Any]:
+    from atoll.conductor import moves
+
+    return moves.describe_finished_move(current(), instance_uuid, cell_of(instance_uuid))
 
 
 @DBOS.workflow(name="delete_server")
@@ -156,6 +162,13 @@ def delete_server(ctx: dict[str, Any], instance_uuid: str) -> str:
         LOG.debug("no finished build workflow for %s", instance_uuid)
     cell_db = cell_of(instance_uuid).db_url
     inst = instances.get(cell_db, instance_uuid)
+    if inst.vm_state == "resized":
+        # a server awaiting confirm is confirmed first: the source lets it go
+        from atoll.conductor.workflows import confirm
+
+        confirm.confirm_resize(ctx, describe_resize(instance_uuid), True)
+        cell_db = cell_of(instance_uuid).db_url
+        inst = instances.get(cell_db, instance_uuid)
     current().notifier.instance("instance.delete.start", instances.payload(inst))
     try:
         destroy_guest(ctx, cell_db, instance_uuid)

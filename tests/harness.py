@@ -110,8 +110,8 @@ class Atoll:
             last = resp.json()["server"]
             if last["status"] == status and last.get("OS-EXT-STS:task_state") is None:
                 return last
-            deleting = status == "DELETED" and last.get("OS-EXT-STS:task_state") == "deleting"
-            if last["status"] == "ERROR" and status != "ERROR" and not deleting:
+            busy = last.get("OS-EXT-STS:task_state") is not None  # e.g. a hard reboot
+            if last["status"] == "ERROR" and status != "ERROR" and not busy:
                 raise AssertionError(f"server went to ERROR: {last.get('fault')}")
             time.sleep(0.01)
         raise AssertionError(

@@ -163,6 +163,21 @@ def settled_vm_state(mv: dict[str, Any]) -> str:
     return "active" if mv["power_on"] else "stopped"
 
 
+def begin_resolution(
+    ctx: dict[str, Any], mv: dict[str, Any], *, notification: str, status: str, conductor_event: str
+) -> int | None:
+    """The first moments of a confirm or revert: notify, mark the migration, and (for a
+    cross-cell move) open the conductor's event on the server's action."""
+    inst = instances.get(mv["dest_db"], mv["instance_uuid"])
+    current().notifier.instance(notification, instances.payload(inst))
+    save_migration(mv["dest_db"], mv["migration_uuid"], status=status)
+    if not mv["cross_cell"]:
+        return None
+    return actions.event_start(
+        mv["dest_db"], ctx_of(ctx), mv["instance_uuid"], conductor_event, None
+    )
+
+
 # ------------------------------------------------------------------ placement
 
 

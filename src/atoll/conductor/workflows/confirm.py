@@ -26,13 +26,12 @@ def workflow_id(migration_uuid: str, request_id: str) -> str:
 
 @DBOS.step(name="confirm.start")
 def start(ctx: dict[str, Any], mv: dict[str, Any]) -> int | None:
-    inst = instances.get(mv["dest_db"], mv["instance_uuid"])
-    current().notifier.instance("instance.resize_confirm.start", instances.payload(inst))
-    moves.save_migration(mv["dest_db"], mv["migration_uuid"], status="confirming")
-    if not mv["cross_cell"]:
-        return None
-    return actions.event_start(
-        mv["dest_db"], moves.ctx_of(ctx), mv["instance_uuid"], CONDUCTOR_EVENT, None
+    return moves.begin_resolution(
+        ctx,
+        mv,
+        notification="instance.resize_confirm.start",
+        status="confirming",
+        conductor_event=CONDUCTOR_EVENT,
     )
 
 

@@ -280,7 +280,7 @@ def attach(
             f"not '{volume['status']}'"
         )
     cell_db = _placed(record)
-    if record.vm_state not in ("active", "stopped") or record.task_state is not None:
+    if record.vm_state not in ("active", "stopped", "resized") or record.task_state is not None:
         raise Conflict(
             f"Cannot 'attach_volume' instance {server_id} while it is in vm_state {record.vm_state}"
         )

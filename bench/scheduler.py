@@ -182,6 +182,29 @@ def summary(samples: tuple[list[float], list[float]]) -> dict[str, float]:
     }
 
 
+def measure(cells: int = 2, hosts_per_cell: int = 500, requests: int = 200) -> dict[str, float]:
+    """Scheduling one new server among ``cells * hosts_per_cell`` hosts, with its claim
+    (the headline figure for bench/lifecycle.py's table)."""
+    with tempfile.TemporaryDirectory(prefix="atoll-bench-sched-") as tmp:
+        api_url, placement, _ = build(Path(tmp), cells, hosts_per_cell)
+        sched = Scheduler(api_url, CellRegistry(api_url), placement, Settings(data_dir=tmp))
+
+        def new_server() -> None:
+            req = SchedulingRequest.from_spec(_spec())
+            sched.select_destinations(
+                req, consumer_uuid=req.instance_uuid, project_id="p", user_id="u", claim=True
+            )
+
+        for _ in range(5):
+            new_server()
+        result = summary(timed(new_server, requests))
+    return {
+        "schedule_among_hosts": float(cells * hosts_per_cell),
+        "schedule_ms_p50": result["p50_ms"],
+        "schedule_ms_p95": result["p95_ms"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=2)

@@ -79,7 +79,7 @@ def api(tmp_path: Path) -> Iterator[Api]:
 def load_sample(relative: str) -> Any:
     path = SAMPLES / relative
     if not path.is_file():
-        pytest.skip(f"reference sample {path} is not available")
+        pytest.fail(f"reference sample {path} is missing: shared/ must sit beside the checkout")
     return json.loads(path.read_text())
 
 

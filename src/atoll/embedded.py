@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from atoll import bootstrap, faults, runtime
+from atoll.bus.transport import Transport
 from atoll.compute.service import ComputeService
 from atoll.conductor import engine
 from atoll.conductor.periodic import PeriodicJobs
@@ -46,6 +47,7 @@ class Embedded:
         bootstrap.sync_databases(settings)
         rt = runtime.Runtime(settings)
         runtime.install(rt)
+        rt.notifier.attach_transport(Transport(settings.transport_url))
         self.runtime = rt
         if self.demo and bootstrap.is_empty(settings):
             self.demo_info = bootstrap.layout(settings, rt, self.cells)

@@ -7,11 +7,11 @@ fault may happen::
     ...
     faults.hit(SPAWN, host=self.host, instance=uuid)
 
-Faults are switched on by name, from the ``faults`` setting, the CLI or a
-test, never by monkey-patching: ``configure({point_or_glob: action})`` replaces
-the active set, ``set_fault(name, action)`` changes one entry.  A key is a
-registered point name or an :mod:`fnmatch` pattern matching at least one
-registered point (``"virt.sim.*"``).
+Faults are switched on by name, from the ``faults`` setting, the admin API
+(``PUT /v2.1/atoll-admin/faults``) or a test, never by monkey-patching:
+``configure({point_or_glob: action})`` replaces the active set,
+``set_fault(name, action)`` changes one entry.  A key is a registered point
+name or an :mod:`fnmatch` pattern matching at least one registered point (``"virt.sim.*"``).
 
 Action syntax: ``<action>[<modifier>][;key=value ...]``
 

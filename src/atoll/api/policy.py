@@ -30,7 +30,7 @@ time of the module that checks them.
 
 ``init(policy_file)`` (called by ``create_app``) builds the enforcer; without it
 the first check builds one from the defaults alone.  ``list_rules()`` and
-``sample_yaml()`` serve the ``atoll policy`` CLI.
+``sample_yaml()`` let operators see the defaults a policy.yaml overrides.
 """
 
 from __future__ import annotations

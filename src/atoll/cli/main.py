@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from atoll.cli.server import server_app
 from atoll.config import Settings, load_settings
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(cell_app, name="cell")
 app.add_typer(host_app, name="host")
 app.add_typer(faults_app, name="faults")
+app.add_typer(server_app, name="server")
 
 console = Console()
 err = Console(stderr=True)
@@ -280,6 +282,7 @@ def host_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 def faults_list() -> None:
     """Print every named fault point and the actions it accepts."""
     import atoll.compute.manager
+    import atoll.conductor.periodic
     import atoll.conductor.workflows
     import atoll.virt  # noqa: F401  (registers hypervisor points)
     from atoll import faults

@@ -27,7 +27,14 @@ CORE_MODULES = (
     "server_groups",
     "images",
 )
-OPTIONAL_MODULES = ("servers", "server_actions", "server_subresources", "migrations", "admin")
+OPTIONAL_MODULES = (
+    "servers",
+    "server_actions",
+    "server_subresources",
+    "migrations",
+    "admin",
+    "workflows",
+)
 
 
 def _load(name: str, *, optional: bool) -> ModuleType | None:

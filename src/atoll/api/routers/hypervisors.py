@@ -3,7 +3,8 @@
 ``id`` is the compute node's row id before 2.53 and its uuid from 2.53 (row ids
 repeat across cells, which is why Nova moved to uuids).  ``state`` is up/down
 from the host's compute service heartbeat, ``status`` enabled/disabled from
-the service.  Usage fields come from the compute node's last report; from 2.88
+the service.  Usage fields are what placement holds claimed on the node (the old flavor of
+a move awaiting confirm included), else the node's last report; from 2.88
 they are gone from the body (read placement instead) and ``uptime`` is in it.
 
 Paging (``limit``/``marker``) from 2.33; ``hypervisor_hostname_pattern`` and

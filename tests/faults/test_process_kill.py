@@ -1,0 +1,142 @@
+"""A real `atoll serve` process is killed (SIGKILL, through the `kill` fault) at a
+step boundary of a cross-cell resize, then started again on the same data: the
+durable workflow resumes from its last completed step and the move ends where
+it was going, with a clean audit.  (Embedded mode: one process holds conductor
+and computes, so killing it kills both.)"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ADMIN = {"X-Auth-Token": "dev:admin:admin:admin", "OpenStack-API-Version": "compute 2.100"}
+MOVE_STEPS = [
+    "allocations",
+    "schedule",
+    "copy_to_target",
+    "prep_dest",
+    "prep_source",
+    "finish_dest",
+    "cut_over",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Serve:
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "ATOLL_DATA_DIR": str(self.data)}
+        log = open(self.data / "serve.log", "ab")  # noqa: SIM115 (lives with the process)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "atoll.cli.main",
+                "serve",
+                "--port",
+                str(self.port),
+                "--demo-hosts",
+                "1",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.data / "serve.log").read_text()
+            try:
+                if httpx.get(f"{self.base}/", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("atoll serve did not come up")
+
+    def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {**ADMIN, **kw.pop("headers", {})}
+        return httpx.request(method, f"{self.base}/v2.1{path}", headers=headers, timeout=30, **kw)
+
+    def settle(self, server_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self.api("GET", f"/servers/{server_id}").json()["server"]
+            if server["OS-EXT-STS:task_state"] is None and server["status"] != "BUILD":
+                return server
+            time.sleep(0.05)
+        raise AssertionError(f"{server_id} did not settle: {server['status']}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    instance = Serve(tmp_path)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.mark.parametrize("step", MOVE_STEPS)
+def test_kill_during_cross_cell_resize_resumes_after_restart(serve: Serve, step: str) -> None:
+    image = serve.api("GET", "/images", headers={"OpenStack-API-Version": "compute 2.35"}).json()[
+        "images"
+    ][0]["id"]
+    created = serve.api(
+        "POST",
+        "/servers",
+        json={
+            "server": {"name": "victim", "imageRef": image, "flavorRef": "1", "networks": "auto"}
+        },
+    )
+    server_id = created.json()["server"]["id"]
+    source = serve.settle(server_id)["OS-EXT-SRV-ATTR:host"]
+    assert (
+        serve.api(
+            "PUT", "/atoll-admin/faults", json={"faults": {f"conductor.move.{step}": "kill"}}
+        ).status_code
+        == 200
+    )
+    serve.api("POST", f"/servers/{server_id}/action", json={"resize": {"flavorRef": "2"}})
+    assert serve.proc is not None
+    assert serve.proc.wait(timeout=30) == -9  # really killed, mid-move
+    serve.start()  # same data: the workflow engine resumes the move
+    server = serve.settle(server_id)
+    assert server["status"] == "VERIFY_RESIZE", server.get("fault")
+    assert server["OS-EXT-SRV-ATTR:host"] != source
+    assert server["flavor"]["original_name"] == "m1.small"
+    migrations = serve.api("GET", f"/os-migrations?instance_uuid={server_id}").json()
+    assert [m["status"] for m in migrations["migrations"]] == ["finished"]
+    audit = serve.api("GET", "/atoll-admin/audit").json()
+    assert audit["clean"], audit
+    # and the move can be confirmed as if nothing had happened
+    assert (
+        serve.api("POST", f"/servers/{server_id}/action", json={"confirmResize": None}).status_code
+        == 204
+    )
+    assert serve.settle(server_id)["status"] == "ACTIVE"
+    assert serve.api("GET", "/atoll-admin/audit").json()["clean"]

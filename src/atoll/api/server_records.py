@@ -232,39 +232,43 @@ def get_server(
     rt: Runtime, ctx: RequestContext, uuid: str, *, with_groups: bool = False
 ) -> ServerRecord:
     """One server the caller may see; another project's server is a 404, like Nova."""
-    record = None
-    for _attempt in range(3):
-        # The build request disappears when the server is placed; a read between the
-        # mapping and the request can miss both, so look again at the mapping.
-        with session_scope(rt.settings.api_db) as s:
-            mapping = s.scalar(select(InstanceMapping).where(InstanceMapping.instance_uuid == uuid))
-            if mapping is None or mapping.queued_for_delete:
-                raise NotFound(f"Instance {uuid} could not be found.")
-            if not ctx.is_admin and mapping.project_id != ctx.project_id:
-                raise NotFound(f"Instance {uuid} could not be found.")
-            cell_id = mapping.cell_id
-            if cell_id is not None:
-                break
-            br = s.scalar(select(BuildRequest).where(BuildRequest.instance_uuid == uuid))
-            if br is not None:
-                record = _from_build_request(br)
-                break
+    for _attempt in range(5):
+        # The mapping and the copy live in different databases, and a build or a
+        # cross-cell move changes both: read the mapping again when what it named
+        # is gone by the time we look (the server was just placed or moved).
+        record = _read_mapped(rt, ctx, uuid)
+        if record is not None:
+            break
     else:
         raise NotFound(f"Instance {uuid} could not be found.")
-    if record is None:
-        cell = rt.cells.by_id(cell_id)  # type: ignore[arg-type]
-        with session_scope(cell.db_url) as s:
-            inst = s.scalar(
-                select(Instance).where(
-                    Instance.uuid == uuid, Instance.deleted == 0, Instance.hidden.is_(False)
-                )
-            )
-            if inst is None:
-                raise NotFound(f"Instance {uuid} could not be found.")
-            record = _from_instance(inst, cell)
-            _attach_related(s, {uuid: record})
     if with_groups:
         _attach_groups(rt, [record])
+    return record
+
+
+def _read_mapped(rt: Runtime, ctx: RequestContext, uuid: str) -> ServerRecord | None:
+    """The server where its mapping says it is; None if it was not there on looking."""
+    with session_scope(rt.settings.api_db) as s:
+        mapping = s.scalar(select(InstanceMapping).where(InstanceMapping.instance_uuid == uuid))
+        if mapping is None or mapping.queued_for_delete:
+            raise NotFound(f"Instance {uuid} could not be found.")
+        if not ctx.is_admin and mapping.project_id != ctx.project_id:
+            raise NotFound(f"Instance {uuid} could not be found.")
+        cell_id = mapping.cell_id
+        if cell_id is None:
+            br = s.scalar(select(BuildRequest).where(BuildRequest.instance_uuid == uuid))
+            return None if br is None else _from_build_request(br)
+    cell = rt.cells.by_id(cell_id)
+    with session_scope(cell.db_url) as s:
+        inst = s.scalar(
+            select(Instance).where(
+                Instance.uuid == uuid, Instance.deleted == 0, Instance.hidden.is_(False)
+            )
+        )
+        if inst is None:
+            return None
+        record = _from_instance(inst, cell)
+        _attach_related(s, {uuid: record})
     return record
 
 
@@ -321,11 +325,38 @@ def list_servers(
                 exc.__class__.__name__,
             )
             down.extend(_down_cell_servers(rt, cell, query.project_id))
+    records = _one_copy_each(rt, records)
     placed = {r.uuid for r in records}
     records.extend(r for r in building if r.uuid not in placed)
     if with_groups:
         _attach_groups(rt, records)
     return records, down
+
+
+def _one_copy_each(rt: Runtime, records: list[ServerRecord]) -> list[ServerRecord]:
+    """At the instant a cross-cell move swaps copies both may be visible: keep the
+    one in the cell the instance mapping names."""
+    seen: dict[str, list[ServerRecord]] = {}
+    for record in records:
+        seen.setdefault(record.uuid, []).append(record)
+    twice = [uuid for uuid, copies in seen.items() if len(copies) > 1]
+    if not twice:
+        return records
+    with session_scope(rt.settings.api_db) as s:
+        mapped = dict(
+            s.execute(
+                select(InstanceMapping.instance_uuid, InstanceMapping.cell_id).where(
+                    InstanceMapping.instance_uuid.in_(twice)
+                )
+            ).all()
+        )
+    out = []
+    for record in records:
+        copies = seen[record.uuid]
+        in_mapped_cell = record.cell is not None and record.cell.id == mapped.get(record.uuid)
+        if len(copies) == 1 or in_mapped_cell:
+            out.append(record)
+    return out
 
 
 def _down_cell_servers(rt: Runtime, cell: Cell, project_id: str | None) -> list[DownCellServer]:

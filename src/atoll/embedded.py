@@ -97,6 +97,7 @@ class Embedded:
             for host in list(self.computes):
                 self.stop_compute(host)
             if self.runtime is not None:
+                self.runtime.notifier.close()
                 self.runtime.close()
             from atoll.db.session import dispose_all
 

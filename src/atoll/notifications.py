@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import queue
 import threading
 import uuid
 from typing import Any
@@ -25,10 +26,17 @@ class Notifier:
         self.publisher_id = publisher_id
         self._sink: collections.deque[dict[str, Any]] = collections.deque(maxlen=sink_size)
         self._lock = threading.Lock()
-        self._transports: list[Any] = []
+        self._publisher: _Publisher | None = None
 
     def attach_transport(self, transport: Any) -> None:
-        self._transports.append(transport)
+        """Also publish every notification on ``transport`` (from a thread of its own,
+        so that a slow broker never slows a workflow step)."""
+        self._publisher = _Publisher(transport)
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
 
     def emit(
         self,
@@ -53,8 +61,8 @@ class Notifier:
         }
         with self._lock:
             self._sink.append(message)
-        for transport in self._transports:
-            _publish(transport, message)
+        if self._publisher is not None:
+            self._publisher.submit(message)
         LOG.debug("notification %s", event_type)
         return message
 
@@ -92,18 +100,49 @@ def _object_name(event_type: str) -> str:
     return "InstanceActionPayload"
 
 
-def _publish(transport: Any, message: dict[str, Any]) -> None:
-    from kombu import Producer
+class _Publisher:
+    """Publishes notifications on a transport from one thread with one producer."""
 
-    from atoll.bus.transport import NOTIFY_EXCHANGE
+    QUEUE_SIZE = 10_000
 
-    try:
-        Producer(transport.connection().channel(), exchange=NOTIFY_EXCHANGE).publish(
-            message,
-            routing_key=f"notifications.{message['priority'].lower()}",
-            serializer="json",
-            declare=[NOTIFY_EXCHANGE],
-        )
-    except Exception:
-        LOG.warning("could not publish notification %s", message["event_type"], exc_info=True)
-        transport.close()
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(self.QUEUE_SIZE)
+        self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
+        self._thread.start()
+
+    def submit(self, message: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(message)
+        except queue.Full:
+            LOG.warning("notification queue full; %s not published", message["event_type"])
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from kombu import Producer
+
+        from atoll.bus.transport import NOTIFY_EXCHANGE
+
+        producer = None
+        while (message := self._queue.get()) is not None:
+            try:
+                if producer is None:
+                    producer = Producer(
+                        self.transport.connection().channel(), exchange=NOTIFY_EXCHANGE
+                    )
+                    producer.declare()
+                producer.publish(
+                    message,
+                    routing_key=f"notifications.{message['priority'].lower()}",
+                    serializer="json",
+                )
+            except Exception:
+                LOG.warning(
+                    "could not publish notification %s", message["event_type"], exc_info=True
+                )
+                producer = None
+                self.transport.close()
+        self.transport.close()

@@ -6,10 +6,6 @@ and computes, so killing it kills both.)"""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.serve_process import ServeProcess
 
 ADMIN = {"X-Auth-Token": "dev:admin:admin:admin", "OpenStack-API-Version": "compute 2.100"}
 MOVE_STEPS = [
@@ -30,49 +28,8 @@ MOVE_STEPS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Serve:
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "ATOLL_DATA_DIR": str(self.data)}
-        log = open(self.data / "serve.log", "ab")  # noqa: SIM115 (lives with the process)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "atoll.cli.main",
-                "serve",
-                "--port",
-                str(self.port),
-                "--demo-hosts",
-                "1",
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.data / "serve.log").read_text()
-            try:
-                if httpx.get(f"{self.base}/", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("atoll serve did not come up")
+class Serve(ServeProcess):
+    """The shared serve process plus the admin calls this suite makes."""
 
     def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = {**ADMIN, **kw.pop("headers", {})}
@@ -86,11 +43,6 @@ class Serve:
                 return server
             time.sleep(0.05)
         raise AssertionError(f"{server_id} did not settle: {server['status']}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -122,8 +74,7 @@ def test_kill_during_cross_cell_resize_resumes_after_restart(serve: Serve, step:
         == 200
     )
     serve.api("POST", f"/servers/{server_id}/action", json={"resize": {"flavorRef": "2"}})
-    assert serve.proc is not None
-    assert serve.proc.wait(timeout=30) == -9  # really killed, mid-move
+    assert serve.wait_exit() == -9  # really killed, mid-move
     serve.start()  # same data: the workflow engine resumes the move
     server = serve.settle(server_id)
     assert server["status"] == "VERIFY_RESIZE", server.get("fault")

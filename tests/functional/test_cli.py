@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
-ATOLL = [sys.executable, "-m", "atoll.cli.main"]
+from tests.serve_process import ATOLL, ServeProcess
 
 
 def run(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -20,12 +17,6 @@ def run(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedP
     if check:
         assert result.returncode == 0, result.stderr + result.stdout
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_every_command_has_help(tmp_path: Path) -> None:
@@ -63,34 +54,14 @@ def test_faults_list_names_points(tmp_path: Path) -> None:
 
 
 def test_serve_starts_the_demo_and_audit_is_clean(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "ATOLL_DATA_DIR": str(tmp_path)}
-    proc = subprocess.Popen(
-        [*ATOLL, "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    serve = ServeProcess(tmp_path, demo_hosts=2).start()
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "atoll serve did not answer in 60 s"
-            time.sleep(0.2)
         headers = {"X-Auth-Token": "dev:admin:admin:admin"}
-        flavors = httpx.get(f"{base}/v2.1/flavors", headers=headers).json()["flavors"]
+        flavors = httpx.get(f"{serve.base}/v2.1/flavors", headers=headers).json()["flavors"]
         assert len(flavors) == 3
-        hypervisors = httpx.get(f"{base}/v2.1/os-hypervisors", headers=headers).json()
+        hypervisors = httpx.get(f"{serve.base}/v2.1/os-hypervisors", headers=headers).json()
         assert len(hypervisors["hypervisors"]) == 4
-        audit = run("audit", "--url", base, data_dir=tmp_path)
+        audit = run("audit", "--url", serve.base, data_dir=tmp_path)
         assert "clean" in audit.stdout.lower()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        serve.stop()

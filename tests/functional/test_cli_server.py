@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,17 +15,11 @@ import pytest
 
 from atoll.api.routers.workflows import CROSS_CELL_ONLY_STEPS, PLANNED_STEPS, planned_steps
 from atoll.cli.server import _progress_of
+from tests.serve_process import ATOLL, ServeProcess, free_port
 
-ATOLL = [sys.executable, "-m", "atoll.cli.main"]
 ADMIN = "dev:admin:admin:admin"
 ALICE = "dev:alice:demo"
 MICROVERSION = "compute 2.100"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -100,35 +92,11 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     data_dir = tmp_path_factory.mktemp("atoll-cli-server")
-    port = free_port()
-    env = {**os.environ, "ATOLL_DATA_DIR": str(data_dir)}
-    proc = subprocess.Popen(
-        [*ATOLL, "serve", "--port", str(port), "--demo-hosts", "1", "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    serve = ServeProcess(data_dir).start()
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "atoll serve did not answer in 60 s"
-            time.sleep(0.2)
-        yield Deployment(base=base, data_dir=data_dir)
+        yield Deployment(base=serve.base, data_dir=data_dir)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        serve.stop()
 
 
 def ok(result: subprocess.CompletedProcess) -> str:

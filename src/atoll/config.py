@@ -87,6 +87,9 @@ class Settings(BaseSettings):
         0.0, description="seconds before a VERIFY_RESIZE server is confirmed; 0 disables"
     )
     periodic_interval: float = Field(5.0, description="seconds between conductor periodic runs")
+    audit_interval: float = Field(
+        300.0, description="seconds between the conductor's own audits; 0 disables them"
+    )
     report_interval: float = Field(10.0, description="seconds between a compute's heartbeats")
     default_availability_zone: str = "nova"
     bus_polling_interval: float = Field(

@@ -86,7 +86,10 @@ class Embedded:
         from atoll.api.app import create_app
 
         assert self.runtime is not None
-        return create_app(self.runtime)
+        app = create_app(self.runtime)
+        if self.periodic is not None:
+            app.state.audit_counters = self.periodic.audit_counters
+        return app
 
     def stop(self) -> None:
         if self.periodic is not None:

@@ -302,3 +302,36 @@ def test_conflicting_actions_get_409(atoll: Atoll) -> None:
     atoll.wait_for(atoll.user, server["id"], "SHUTOFF")
     atoll.admin.ok("PUT", "/atoll-admin/faults", 200, json={"faults": {}})
     atoll.assert_clean()
+
+
+def test_conductor_audits_periodically_and_counts_what_it_finds(make_atoll, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+    import time
+    import uuid
+
+    atoll = make_atoll(periodic_interval=0.1, audit_interval=0.2)
+    stats = atoll.admin.ok("GET", "/atoll-admin/audit/stats")["audit_stats"]
+    assert atoll.user.get("/atoll-admin/audit/stats").status_code == 403
+    deadline = time.monotonic() + 10
+    while stats["runs"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stats = atoll.admin.ok("GET", "/atoll-admin/audit/stats")["audit_stats"]
+    assert stats["runs"] >= 1 and stats["last"]["clean"]
+    # an allocation for a consumer that is no server: the next audit must report it
+    provider = atoll.runtime.placement.list_providers(name="host1")[0]
+    stray = str(uuid.uuid4())
+    with caplog.at_level(logging.WARNING, logger="atoll"):
+        atoll.runtime.placement.claim(stray, provider.uuid, {"VCPU": 1}, "p", "u")
+        runs = stats["runs"]
+        while time.monotonic() < deadline:
+            stats = atoll.admin.ok("GET", "/atoll-admin/audit/stats")["audit_stats"]
+            if stats["runs"] > runs + 1:
+                break
+            time.sleep(0.05)
+    assert stats["problems_by_kind"].get("orphan_allocation", 0) >= 1
+    assert any(p["resource"] == stray for p in stats["last"]["problems"])
+    assert any(
+        "orphan_allocation" in r.getMessage() and stray in r.getMessage() for r in caplog.records
+    )
+    atoll.runtime.placement.delete_allocations(stray)
+    atoll.assert_clean()

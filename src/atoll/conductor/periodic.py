@@ -2,6 +2,8 @@
 
 - auto-confirm: a resize left in VERIFY_RESIZE longer than
   ``resize_confirm_window`` seconds is confirmed, as if its owner had asked.
+- audit: every ``audit_interval`` seconds the invariants are checked; each problem
+  is a log line and the counters are served at ``/v2.1/atoll-admin/audit/stats``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
+from typing import Any
 
 from sqlalchemy import select
 
@@ -105,11 +109,57 @@ def auto_confirm(rt: Runtime) -> int:
     return started
 
 
+class AuditCounters:
+    """What the conductor's periodic audits found: runs, problems by kind, the last report."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.runs = 0
+        self.problems_by_kind: dict[str, int] = {}
+        self.last: dict[str, Any] | None = None
+        self.last_at: str | None = None
+
+    def record(self, report: dict[str, Any]) -> None:
+        with self._lock:
+            self.runs += 1
+            for problem in report["problems"]:
+                kind = problem["kind"]
+                self.problems_by_kind[kind] = self.problems_by_kind.get(kind, 0) + 1
+            self.last, self.last_at = report, utcnow().isoformat()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "runs": self.runs,
+                "problems_by_kind": dict(self.problems_by_kind),
+                "last_at": self.last_at,
+                "last": self.last,
+            }
+
+
+def periodic_audit(rt: Runtime, counters: AuditCounters) -> None:
+    """Audit, log a summary line, count what was found (each problem is logged too)."""
+    from atoll.audit import run_audit
+
+    report = run_audit(rt).as_dict()
+    counters.record(report)
+    if report["clean"]:
+        LOG.info("periodic audit: clean (%s)", report["checked"])
+    else:
+        LOG.warning(
+            "periodic audit: %d problem(s): %s",
+            len(report["problems"]),
+            sorted({p["kind"] for p in report["problems"]}),
+        )
+
+
 class PeriodicJobs:
     """Runs the conductor's jobs every ``periodic_interval`` seconds on one thread."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self.audit_counters = AuditCounters()
+        self._next_audit = time.monotonic() + rt.settings.audit_interval  # not at start-up
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="conductor-periodic", daemon=True)
 
@@ -126,3 +176,10 @@ class PeriodicJobs:
                 auto_confirm(self.rt)
             except Exception:
                 LOG.exception("a periodic conductor job failed")
+            interval = self.rt.settings.audit_interval
+            if interval > 0 and time.monotonic() >= self._next_audit:
+                self._next_audit = time.monotonic() + interval
+                try:
+                    periodic_audit(self.rt, self.audit_counters)
+                except Exception:
+                    LOG.exception("the periodic audit failed")

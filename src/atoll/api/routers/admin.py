@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 
 from atoll import faults
 from atoll.api import policy
@@ -23,6 +23,16 @@ router = APIRouter(prefix="/atoll-admin")
 def audit(rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
     policy.authorize(ctx, "atoll:admin")
     return run_audit(rt).as_dict()
+
+
+@router.get("/audit/stats")
+def audit_stats(request: Request, ctx: ContextDep) -> dict[str, Any]:
+    """Counters of the conductor's periodic audits in this process."""
+    policy.authorize(ctx, "atoll:admin")
+    counters = getattr(request.app.state, "audit_counters", None)
+    if counters is None:
+        raise NotFound("no conductor runs in this process, so there are no audit counters")
+    return {"audit_stats": counters.snapshot()}
 
 
 @router.get("/notifications")

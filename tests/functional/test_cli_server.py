@@ -216,8 +216,9 @@ def test_non_admin_waits_on_a_spinner_and_sees_the_failure(deployment: Deploymen
         "server", "resize", server_id, "--flavor", "2", "--wait", "--poll", "0.1", token=ALICE
     )
     assert result.returncode == 1, result.stdout + result.stderr
-    # the spinner fallback prints the status transitions (no workflow steps)
-    assert "status RESIZE" in result.stdout
+    # the spinner fallback prints the statuses it sees (no workflow steps); the failed
+    # move can end within one poll, so only the settled status is certain to be seen
+    assert "status ACTIVE" in result.stdout
     assert "move.schedule" not in result.stdout
     assert "resize of server" in result.stderr and "failed" in result.stderr
     assert "ACTIVE again, unchanged" in result.stderr

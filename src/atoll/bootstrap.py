@@ -24,7 +24,7 @@ from atoll.db.api_models import (
     HostMapping,
 )
 from atoll.db.session import session_scope
-from atoll.exceptions import Conflict, NotFound
+from atoll.exceptions import Conflict
 
 LOG = logging.getLogger(__name__)
 
@@ -91,14 +91,6 @@ def add_host(settings: Settings, host: str, cell_name: str) -> None:
                 return
             raise Conflict(f"host {host} is already mapped to another cell")
         s.add(HostMapping(host=host, cell_id=cell.id))
-
-
-def remove_host(settings: Settings, host: str) -> None:
-    with session_scope(settings.api_db) as s:
-        mapping = s.scalar(select(HostMapping).where(HostMapping.host == host))
-        if mapping is None:
-            raise NotFound(f"host {host} is not mapped")
-        s.delete(mapping)
 
 
 def create_flavor(

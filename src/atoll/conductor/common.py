@@ -13,7 +13,6 @@ from atoll.cells import Cell
 from atoll.context import RequestContext
 from atoll.db import instances
 from atoll.db.api_models import RequestSpec
-from atoll.db.cell_models import Instance
 from atoll.db.session import session_scope
 from atoll.runtime import current
 
@@ -86,7 +85,3 @@ def finish(ctx: dict[str, Any], cell_db: str, instance_uuid: str, event_type: st
     if event_type:
         inst = instances.get(cell_db, instance_uuid)
         current().notifier.instance(event_type, instances.payload(inst))
-
-
-def flavor_of(inst: Instance) -> dict[str, Any]:
-    return dict(inst.flavor["cur"])

@@ -52,12 +52,3 @@ def start(workflow: Callable[..., Any], workflow_id: str, *args: Any) -> str:
     with SetWorkflowID(workflow_id):
         handle = DBOS.start_workflow(workflow, *args)
     return handle.get_workflow_id()
-
-
-def wait(workflow_id: str, timeout: float | None = None) -> Any:
-    return DBOS.retrieve_workflow(workflow_id).get_result()
-
-
-def status(workflow_id: str) -> str | None:
-    st = DBOS.get_workflow_status(workflow_id)
-    return None if st is None else st.status

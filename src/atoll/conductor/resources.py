@@ -117,7 +117,3 @@ def block_devices(cell_db: str, instance_uuid: str) -> list[dict[str, Any]]:
             }
             for b in s.scalars(_volume_bdms(instance_uuid)).all()
         ]
-
-
-def is_volume_backed(cell_db: str, instance_uuid: str) -> bool:
-    return any(b["boot_index"] == 0 for b in block_devices(cell_db, instance_uuid))

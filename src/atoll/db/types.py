@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import DateTime
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import mapped_column
 
@@ -20,10 +20,6 @@ def utcnow() -> dt.datetime:
 
 def new_uuid() -> str:
     return str(uuid.uuid4())
-
-
-def uuid_col(**kw):  # type: ignore[no-untyped-def]
-    return mapped_column(String(36), **kw)
 
 
 def created_col():  # type: ignore[no-untyped-def]

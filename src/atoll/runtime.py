@@ -57,7 +57,11 @@ class Runtime:
             client = self._rpc.get(cell.transport_url)
             if client is None:
                 transport = Transport(cell.transport_url, self.settings.bus_polling_interval)
-                client = RpcClient(transport, self.settings.timeouts.rpc_call)
+                client = RpcClient(
+                    transport,
+                    self.settings.timeouts.rpc_call,
+                    retries=self.settings.timeouts.rpc_retries,
+                )
                 self._rpc[cell.transport_url] = client
             return client
 

@@ -2,7 +2,15 @@
 
 A reply is matched to its call by ``msg_id``; a reply for a call that already
 timed out, or a second copy of a reply, is dropped, which makes duplicated
-messages harmless on the caller's side.  Remote errors come back as the same
+messages harmless on the caller's side.
+
+Every request carries its deadline.  A call that gets no reply in time is sent
+again (``retries`` more times, as a new message): every compute method is
+idempotent, so a lost request or a lost reply costs one timeout, not a failed
+move.  The server runs the requests about one instance one at a time, and skips
+a request whose deadline passed while it waited: its caller has already given
+up on it (and retried or rolled back), so doing it late could only undo what
+came after.  Remote errors come back as the same
 ``atoll.exceptions`` class when one exists, so a ``HypervisorUnavailable`` raised
 on a compute is a ``HypervisorUnavailable`` in the conductor.
 """
@@ -11,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -51,9 +61,10 @@ class _ProducerCache(threading.local):
 class RpcClient:
     """Sends calls and casts; one reply queue and one listener thread per client."""
 
-    def __init__(self, transport: Transport, default_timeout: float) -> None:
+    def __init__(self, transport: Transport, default_timeout: float, retries: int = 0) -> None:
         self.transport = transport
         self.default_timeout = default_timeout
+        self.retries = retries
         self.reply_topic = f"reply.{uuid.uuid4().hex}"
         self._pending: dict[str, Future[Any]] = {}
         self._pending_lock = threading.Lock()
@@ -94,7 +105,34 @@ class RpcClient:
         *,
         ctx: dict[str, Any] | None = None,
         timeout: float | None = None,
+        retries: int | None = None,
         **kwargs: Any,
+    ) -> Any:
+        wait = self.default_timeout if timeout is None else timeout
+        attempts = 1 + (self.retries if retries is None else retries)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._call_once(topic, method, ctx, wait, kwargs)
+            except exceptions.RpcTimeout:
+                if attempt == attempts:
+                    raise
+                LOG.warning(
+                    "no reply from %s to %s within %.1fs; sending it again (%d/%d)",
+                    topic,
+                    method,
+                    wait,
+                    attempt + 1,
+                    attempts,
+                )
+        raise AssertionError("unreachable")
+
+    def _call_once(
+        self,
+        topic: str,
+        method: str,
+        ctx: dict[str, Any] | None,
+        wait: float,
+        kwargs: dict[str, Any],
     ) -> Any:
         msg_id = uuid.uuid4().hex
         future: Future[Any] = Future()
@@ -106,8 +144,8 @@ class RpcClient:
             "ctx": ctx or {},
             "msg_id": msg_id,
             "reply_to": self.reply_topic,
+            "deadline": time.time() + wait,
         }
-        wait = self.default_timeout if timeout is None else timeout
         try:
             self._publish(topic, body)
             return future.result(timeout=wait)
@@ -139,8 +177,33 @@ class RpcClient:
         ConsumerHub.for_transport(self.transport).unsubscribe(self.reply_topic)
 
 
+class _InstanceLocks:
+    """One lock per instance uuid, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._users: defaultdict[str, int] = defaultdict(int)
+
+    def acquire(self, key: str) -> threading.Lock:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+            self._users[key] += 1
+        lock.acquire()
+        return lock
+
+    def release(self, key: str, lock: threading.Lock) -> None:
+        lock.release()
+        with self._guard:
+            self._users[key] -= 1
+            if self._users[key] == 0:
+                del self._users[key]
+                self._locks.pop(key, None)
+
+
 class RpcServer:
-    """Serves one topic: each request runs on a worker thread of its own."""
+    """Serves one topic: each request runs on a worker thread of its own, those
+    about the same instance one after the other, in arrival order."""
 
     def __init__(
         self,
@@ -164,6 +227,7 @@ class RpcServer:
             )
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"rpc-{topic}")
         self._producers = _ProducerCache()
+        self._instance_locks = _InstanceLocks()
 
     def start(self) -> None:
         self.transport.declare(queue_for(self.topic))
@@ -179,8 +243,30 @@ class RpcServer:
         self._pool.submit(self._dispatch, body)
 
     def _dispatch(self, body: dict[str, Any]) -> None:
+        key = (body.get("args") or {}).get("instance_uuid")
+        if not key:
+            self._serve(body)
+            return
+        lock = self._instance_locks.acquire(key)
+        try:
+            self._serve(body)
+        finally:
+            self._instance_locks.release(key, lock)
+
+    def _serve(self, body: dict[str, Any]) -> None:
         method = body.get("method", "")
+        deadline = body.get("deadline")
+        if deadline is not None and time.time() > deadline:
+            LOG.warning(
+                "%s: skipping %s for %s, its caller stopped waiting %.1fs ago",
+                self.topic,
+                method,
+                (body.get("args") or {}).get("instance_uuid", "-"),
+                time.time() - deadline,
+            )
+            return
         reply: dict[str, Any] = {"msg_id": body.get("msg_id")}
+        faults.take_outcome()  # nothing left over from an earlier request on this thread
         try:
             if method not in self.methods:
                 raise exceptions.BadRequest(f"{self.topic} has no RPC method {method!r}")
@@ -194,8 +280,10 @@ class RpcServer:
         if not reply_to:
             return
         copies = 1
+        handler_outcome = faults.take_outcome()  # e.g. compute.spawn: drop_reply
         try:
             outcome = faults.hit(f"rpc.{method}.reply", method=method, **self.fault_context)
+            outcome = outcome or handler_outcome
         except Exception as exc:  # a 'raise' fault on the reply turns into a remote error
             reply.pop("result", None)
             reply["error"] = _error_to_wire(exc)

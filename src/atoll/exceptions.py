@@ -94,5 +94,18 @@ class InjectedFault(AtollError):
     """A configured fault point fired."""
 
 
+class StepTimeout(AtollError):
+    """A workflow step took longer than ``timeouts.workflow_step`` and was abandoned."""
+
+
+class ReplyLost(AtollError):
+    """A step took effect but its result never reached the workflow."""
+
+
+class ResumedBeforePointOfNoReturn(AtollError):
+    """The conductor driving a move stopped before its point of no return: the
+    resumed workflow rolls the move back instead of going on."""
+
+
 class GuestNotFound(VirtError):
     """No guest for this server is defined on the hypervisor."""

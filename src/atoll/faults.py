@@ -21,12 +21,17 @@ Action syntax: ``<action>[<modifier>][;key=value ...]``
     raise that class from :mod:`atoll.exceptions`; ``HypervisorUnavailable``
     is given the ``host`` of the hit's context.
 ``hang:<seconds>``
-    sleep that long, then carry on (to exceed a timeout).
+    sleep that long, then carry on (to exceed a timeout).  A point that has a
+    timeout of its own (a conductor step: ``timeouts.workflow_step``) is
+    abandoned when the hang outlasts it: it sleeps the timeout, then raises
+    :class:`atoll.exceptions.StepTimeout`.
 ``kill``
     kill this process at once with SIGKILL: a real crash, no clean-up.
 ``drop_reply`` / ``duplicate_reply``
-    :func:`hit` returns a :class:`FaultOutcome` of that kind; the RPC layer
-    drops or duplicates its reply.
+    :func:`hit` returns a :class:`FaultOutcome` of that kind (and keeps it for
+    :func:`take_outcome` on this thread): the work is done, then its answer is
+    lost or given twice.  The RPC server drops or doubles its reply; a conductor
+    step loses its result (the step fails after taking effect) or runs twice.
 
 Modifiers (at most one): ``@N`` fires only on the Nth matching hit (1-based),
 ``*N`` fires on the first N matching hits.  Hits are counted per process, per
@@ -105,6 +110,7 @@ class _Rule:
 
 
 _lock = threading.Lock()
+_thread = threading.local()
 _points: dict[str, FaultPoint] = {}
 _active: dict[str, _Rule] = {}
 _counts: dict[tuple[str, str], int] = {}
@@ -160,11 +166,19 @@ def active() -> dict[str, str]:
         return {name: rule.text for name, rule in _active.items()}
 
 
-def hit(name: str, **context: object) -> FaultOutcome | None:
+def take_outcome() -> FaultOutcome | None:
+    """The reply fault the last :func:`hit` on this thread returned, once."""
+    outcome = getattr(_thread, "outcome", None)
+    _thread.outcome = None
+    return outcome
+
+
+def hit(name: str, *, timeout: float | None = None, **context: object) -> FaultOutcome | None:
     """Pass fault point ``name``: act on its active fault, if any.
 
     Raises, sleeps or kills the process as configured; returns a
-    :class:`FaultOutcome` for reply faults, and None otherwise.
+    :class:`FaultOutcome` for reply faults, and None otherwise.  ``timeout``:
+    how long the code at this point may take before it is abandoned.
     """
     if not _active:  # the common case: no lock, no work
         return None
@@ -187,10 +201,14 @@ def hit(name: str, **context: object) -> FaultOutcome | None:
         _counts[(key, name)] = count
         if not rule.fires_on(count):
             return None
-    return _fire(name, rule, count, context)
+    outcome = _fire(name, rule, count, context, timeout)
+    _thread.outcome = outcome
+    return outcome
 
 
-def _fire(name: str, rule: _Rule, count: int, context: dict[str, object]) -> FaultOutcome | None:
+def _fire(
+    name: str, rule: _Rule, count: int, context: dict[str, object], timeout: float | None
+) -> FaultOutcome | None:
     details = "".join(f", {key}={value}" for key, value in sorted(context.items()))
     LOG.warning("fault point %s fired: %s (hit %d%s)", name, rule.text, count, details)
     if rule.kind == "raise":
@@ -201,6 +219,11 @@ def _fire(name: str, rule: _Rule, count: int, context: dict[str, object]) -> Fau
             raise exceptions.InjectedFault(f"Injected fault at fault point {name}")
         raise rule.error(rule.message)
     if rule.kind == "hang":
+        if timeout is not None and rule.seconds > timeout:
+            time.sleep(timeout)
+            raise exceptions.StepTimeout(
+                f"{name} did not finish within its {timeout:g}s timeout (timeouts.workflow_step)"
+            )
         time.sleep(rule.seconds)
         return None
     if rule.kind == "kill":

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dbos import DBOS
 from sqlalchemy import select
 
-from atoll import actions, faults
+from atoll import actions
 from atoll.cells import Cell
+from atoll.conductor.steps import step
 from atoll.context import RequestContext
 from atoll.db import instances
 from atoll.db.api_models import RequestSpec
@@ -19,18 +19,6 @@ from atoll.runtime import current
 LOG = logging.getLogger(__name__)
 
 CELL0 = "cell0"
-
-
-def boundary(workflow: str, step: str, **context: Any) -> None:
-    """A named fault point at a step boundary (see `atoll faults list`)."""
-    faults.hit(f"conductor.{workflow}.{step}", **context)
-
-
-def register_boundaries(workflow: str, steps: list[str]) -> None:
-    for step in steps:
-        faults.register(
-            f"conductor.{workflow}.{step}", f"{workflow} workflow, before step '{step}'"
-        )
 
 
 def cell_of(instance_uuid: str) -> Cell:
@@ -48,14 +36,14 @@ def request_spec(instance_uuid: str) -> dict[str, Any]:
     return dict(spec)
 
 
-@DBOS.step(name="set_instance_state")
+@step(name="set_instance_state")
 def set_state(
     cell_db: str, instance_uuid: str, expected_task_state: Any = instances.ANY, **values: Any
 ) -> None:
     instances.save(cell_db, instance_uuid, expected_task_state=expected_task_state, **values)
 
 
-@DBOS.step(name="fail_instance")
+@step(name="fail_instance")
 def fail_instance(
     ctx: dict[str, Any],
     cell_db: str,
@@ -79,7 +67,7 @@ def fail_instance(
     LOG.error("%s failed for %s: %s", event_type, instance_uuid, error)
 
 
-@DBOS.step(name="finish_action")
+@step(name="finish_action")
 def finish(ctx: dict[str, Any], cell_db: str, instance_uuid: str, event_type: str | None) -> None:
     actions.finish_action(cell_db, RequestContext.from_dict(ctx), instance_uuid, error=False)
     if event_type:

@@ -11,12 +11,13 @@ import logging
 import uuid
 from typing import Any
 
-from dbos import DBOS
 from sqlalchemy import select, update
 
-from atoll import actions, faults
+from atoll import actions
+from atoll.conductor import steps
 from atoll.conductor.cell_copy import copy_server, hard_delete_server
 from atoll.conductor.resources import attachment_id_for, connector, ports_of
+from atoll.conductor.steps import step
 from atoll.context import RequestContext
 from atoll.db import instances
 from atoll.db.api_models import InstanceMapping
@@ -48,22 +49,23 @@ SAME_EVENTS = {
 }
 
 
-def boundary(step: str, mv: dict[str, Any]) -> None:
-    faults.hit(f"conductor.move.{step}", instance=mv["instance_uuid"])
-
-
-for _step in (
+# Steps before the point of no return: a move resumed after its conductor died
+# rolls back at the first of these it has not finished.
+BEFORE_POINT_OF_NO_RETURN = (
     "allocations",
     "schedule",
     "copy_to_target",
     "prep_dest",
     "prep_source",
     "finish_dest",
-    "cut_over",
-    "confirm",
-    "revert",
-):
-    faults.register(f"conductor.move.{_step}", f"move workflows, before step '{_step}'")
+)
+steps.register_boundaries("move", [*BEFORE_POINT_OF_NO_RETURN, "cut_over", "confirm", "revert"])
+
+
+def boundary(name: str, mv: dict[str, Any]) -> None:
+    if name in BEFORE_POINT_OF_NO_RETURN:
+        steps.resume_guard(f"step '{name}'")
+    steps.boundary("move", name, instance=mv["instance_uuid"])
 
 
 def events_for(mv: dict[str, Any]) -> dict[str, str]:
@@ -185,7 +187,7 @@ class Allocations:
     """Source usage moves to the migration; the destination is claimed for the server."""
 
     @staticmethod
-    @DBOS.step(name="move.allocations_to_migration")
+    @step(name="move.allocations_to_migration", retries=False)
     def to_migration(mv: dict[str, Any]) -> None:
         boundary("allocations", mv)
         current().placement.move_allocations(
@@ -193,7 +195,7 @@ class Allocations:
         )
 
     @staticmethod
-    @DBOS.step(name="move.allocations_back_to_server")
+    @step(name="move.allocations_back_to_server")
     def back_to_server(mv: dict[str, Any]) -> None:
         """Undo of both: the server holds exactly its source allocation again."""
         current().placement.move_allocations(
@@ -205,17 +207,17 @@ class Allocations:
         )
 
     @staticmethod
-    @DBOS.step(name="move.release_destination")
+    @step(name="move.release_destination")
     def release_destination(mv: dict[str, Any]) -> None:
         current().placement.delete_allocations(mv["instance_uuid"])
 
     @staticmethod
-    @DBOS.step(name="move.drop_migration_allocation")
+    @step(name="move.drop_migration_allocation")
     def drop_migration(mv: dict[str, Any]) -> None:
         current().placement.delete_allocations(mv["migration_uuid"])
 
 
-@DBOS.step(name="move.schedule")
+@step(name="move.schedule", retries=False)
 def schedule(mv: dict[str, Any]) -> list[dict[str, Any]]:
     """Pick and claim a destination (plus alternates in its cell)."""
     from dataclasses import asdict
@@ -245,7 +247,7 @@ def schedule(mv: dict[str, Any]) -> list[dict[str, Any]]:
     return [asdict(s) for s in selections]
 
 
-@DBOS.step(name="move.claim_alternate")
+@step(name="move.claim_alternate", retries=False)
 def claim_alternate(mv: dict[str, Any], selection: dict[str, Any]) -> None:
     from atoll.conductor.common import request_spec
     from atoll.scheduler.manager import Selection
@@ -274,13 +276,13 @@ def claim_alternate(mv: dict[str, Any], selection: dict[str, Any]) -> None:
 
 class TargetCopy:
     @staticmethod
-    @DBOS.step(name="move.copy_to_target_cell")
+    @step(name="move.copy_to_target_cell", retries=False)
     def create(mv: dict[str, Any], target_db: str) -> None:
         boundary("copy_to_target", mv)
         copy_server(mv["source_db"], target_db, mv["instance_uuid"], mv["migration_uuid"])
 
     @staticmethod
-    @DBOS.step(name="move.remove_target_copy")
+    @step(name="move.remove_target_copy")
     def remove(mv: dict[str, Any], target_db: str) -> None:
         hard_delete_server(target_db, mv["instance_uuid"])
 
@@ -292,7 +294,7 @@ class DestPrep:
     """Inactive port bindings, empty volume attachments and the host's consent."""
 
     @staticmethod
-    @DBOS.step(name="move.prep_dest")
+    @step(name="move.prep_dest", retries=False)
     def run(ctx: dict[str, Any], mv: dict[str, Any], host: str, record_db: str) -> None:
         boundary("prep_dest", mv)
         rt = current()
@@ -316,7 +318,7 @@ class DestPrep:
         )
 
     @staticmethod
-    @DBOS.step(name="move.undo_prep_dest")
+    @step(name="move.undo_prep_dest")
     def undo(mv: dict[str, Any], host: str) -> None:
         rt = current()
         uuid_ = mv["instance_uuid"]
@@ -333,7 +335,7 @@ class SourcePrep:
     """Stop the guest, snapshot an image-backed root disk (cross-cell), keep the disks."""
 
     @staticmethod
-    @DBOS.step(name="move.prep_source")
+    @step(name="move.prep_source", retries=False)
     def run(ctx: dict[str, Any], mv: dict[str, Any], record_db: str) -> dict[str, Any]:
         boundary("prep_source", mv)
         rt = current()
@@ -373,7 +375,7 @@ class SourcePrep:
         return {"snapshot_id": snapshot_id, "root_disk": stashed.get("root_disk")}
 
     @staticmethod
-    @DBOS.step(name="move.undo_prep_source")
+    @step(name="move.undo_prep_source")
     def undo(ctx: dict[str, Any], mv: dict[str, Any]) -> None:
         rt = current()
         if mv.get("cross_cell") and not mv["volume_backed"]:
@@ -397,7 +399,7 @@ class DestFinish:
     """Bindings and attachments go live on the destination and the guest is spawned."""
 
     @staticmethod
-    @DBOS.step(name="move.finish_dest")
+    @step(name="move.finish_dest", retries=False)
     def run(
         ctx: dict[str, Any],
         mv: dict[str, Any],
@@ -433,7 +435,7 @@ class DestFinish:
         return state
 
     @staticmethod
-    @DBOS.step(name="move.undo_finish_dest")
+    @step(name="move.undo_finish_dest")
     def undo(ctx: dict[str, Any], mv: dict[str, Any], dest: dict[str, Any]) -> None:
         rt = current()
         uuid_, host = mv["instance_uuid"], dest["host"]
@@ -446,7 +448,7 @@ class DestFinish:
 # ------------------------------------------------------------------ point of no return
 
 
-@DBOS.step(name="move.cut_over")
+@step(name="move.cut_over")
 def cut_over(mv: dict[str, Any], dest: dict[str, Any], target_db: str, state: int) -> None:
     """The server is on the destination: record it there, then (cross-cell) swap the
     visible copy and the instance mapping.  Idempotent, and resumed forward."""
@@ -487,25 +489,26 @@ def cut_over(mv: dict[str, Any], dest: dict[str, Any], target_db: str, state: in
     save_migration(mv["source_db"], mv["migration_uuid"], hidden=True, **migration)
 
 
-@DBOS.step(name="move.delete_snapshot")
+@step(name="move.delete_snapshot")
 def delete_snapshot(mv: dict[str, Any], prepared: dict[str, Any]) -> None:
     if prepared.get("snapshot_id"):
         current().images.delete(prepared["snapshot_id"])
 
 
-@DBOS.step(name="move.fail")
-def fail_move(ctx: dict[str, Any], mv: dict[str, Any], error: str, *, no_host: bool) -> None:
+@step(name="move.fail")
+def fail_move(ctx: dict[str, Any], mv: dict[str, Any], error: str, *, keep_state: bool) -> None:
     """After the rollback: the migration is in error and the server says why.
 
-    A move that found no host leaves the server as it was (like Nova); any other
-    failure puts it in ERROR, recoverable with a hard reboot.
+    With ``keep_state`` (no host found, like Nova; or a move whose conductor died
+    and that rolled back cleanly) the server is left as it was; any other failure
+    puts it in ERROR, recoverable with a hard reboot.
     """
     from atoll.db.cell_models import InstanceAction
 
     db, uuid_ = mv["source_db"], mv["instance_uuid"]
     save_migration(db, mv["migration_uuid"], status="error")
     instances.add_fault(db, uuid_, error, host=mv["source_host"])
-    state = settled_vm_state(mv) if no_host else "error"
+    state = settled_vm_state(mv) if keep_state else "error"
     save_copy(db, uuid_, vm_state=state, task_state=None)
     request = ctx_of(ctx)
     with session_scope(db) as s:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from dbos import DBOS
 from sqlalchemy import select
 
+from atoll.conductor.steps import step
 from atoll.db.cell_models import BlockDeviceMapping, VirtualInterface
 from atoll.db.session import session_scope
 from atoll.runtime import current
@@ -32,7 +32,7 @@ class HostNetworks:
     """Port bindings of a server on one host."""
 
     @staticmethod
-    @DBOS.step(name="bind_networks")
+    @step(name="bind_networks")
     def bind(cell_db: str, instance_uuid: str, host: str, active: bool = True) -> None:
         net = current().networks
         for port_id in ports_of(cell_db, instance_uuid):
@@ -42,7 +42,7 @@ class HostNetworks:
             net.update_port(port_id, device_id=instance_uuid, device_owner="compute:atoll")
 
     @staticmethod
-    @DBOS.step(name="unbind_networks")
+    @step(name="unbind_networks")
     def unbind(cell_db: str, instance_uuid: str, host: str) -> None:
         net = current().networks
         for port_id in ports_of(cell_db, instance_uuid):
@@ -53,7 +53,7 @@ class HostVolumes:
     """Volume attachments of a server for one host."""
 
     @staticmethod
-    @DBOS.step(name="attach_volumes")
+    @step(name="attach_volumes")
     def attach(cell_db: str, instance_uuid: str, host: str) -> None:
         vol = current().volumes
         with session_scope(cell_db) as s:
@@ -69,7 +69,7 @@ class HostVolumes:
                 bdm.attachment_id = att["id"]
 
     @staticmethod
-    @DBOS.step(name="detach_volumes")
+    @step(name="detach_volumes")
     def detach(cell_db: str, instance_uuid: str, host: str | None = None) -> None:
         vol = current().volumes
         with session_scope(cell_db) as s:

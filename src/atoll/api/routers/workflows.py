@@ -44,8 +44,8 @@ PLANNED_STEPS: dict[str, list[str]] = {
         "move.prep_dest",
         "move.prep_source",
         "move.finish_dest",
-        "move.cut_over",
         "move.delete_snapshot",
+        "move.cut_over",
         "move.conductor_event_finish",
     ],
     "confirm_resize": [
@@ -169,19 +169,19 @@ def _simple(value: Any) -> Any:
 @router.get("/workflows/{workflow_id}")
 def show_workflow(workflow_id: str, ctx: ContextDep) -> dict[str, Any]:
     """A workflow's status and recorded steps (``atoll:admin``)."""
-    from dbos import DBOS
+    from atoll.conductor import engine
 
     policy.authorize(ctx, "atoll:admin")
     try:
-        status = DBOS.get_workflow_status(workflow_id)
-    except Exception as exc:  # DBOS not launched here (an API-only process)
+        status = engine.status(workflow_id)
+    except Exception as exc:  # the workflow DB cannot be reached
         raise WorkflowEngineUnavailable(
             f"The workflow engine cannot be asked about {workflow_id}: {exc}"
         ) from None
     if status is None:
         raise NotFound(f"Workflow {workflow_id} could not be found.")
     steps: list[dict[str, Any]] = []
-    for info in DBOS.list_workflow_steps(workflow_id):
+    for info in engine.steps(workflow_id):
         error = info.get("error")
         steps.append(
             {

@@ -18,15 +18,14 @@ from sqlalchemy import select
 from atoll import actions
 from atoll.conductor.common import (
     CELL0,
-    boundary,
     fail_instance,
     finish,
-    register_boundaries,
     request_spec,
     set_state,
 )
 from atoll.conductor.resources import HostNetworks, HostVolumes, block_devices
 from atoll.conductor.saga import Saga
+from atoll.conductor.steps import boundary, register_boundaries, step
 from atoll.context import RequestContext
 from atoll.db import instances
 from atoll.db.api_models import BuildRequest, InstanceMapping
@@ -56,7 +55,7 @@ def workflow_id(instance_uuid: str) -> str:
     return f"build-{instance_uuid}"
 
 
-@DBOS.step(name="build.schedule")
+@step(name="build.schedule", retries=False)
 def schedule(ctx: dict[str, Any], instance_uuid: str) -> list[dict[str, Any]]:
     from atoll.scheduler.request import SchedulingRequest
 
@@ -76,7 +75,7 @@ class Placement:
     """The claim on the chosen host and its release."""
 
     @staticmethod
-    @DBOS.step(name="build.claim_alternate")
+    @step(name="build.claim_alternate", retries=False)
     def claim_alternate(instance_uuid: str, selection: dict[str, Any]) -> None:
         from atoll.scheduler.manager import Selection
         from atoll.scheduler.request import SchedulingRequest
@@ -92,7 +91,7 @@ class Placement:
         )
 
     @staticmethod
-    @DBOS.step(name="build.release_claim")
+    @step(name="build.release_claim")
     def release(instance_uuid: str) -> None:
         current().placement.delete_allocations(instance_uuid)
 
@@ -101,7 +100,7 @@ class CellRecord:
     """The server's record in its cell, made from the API's build request."""
 
     @staticmethod
-    @DBOS.step(name="build.create_in_cell")
+    @step(name="build.create_in_cell")
     def create(ctx: dict[str, Any], instance_uuid: str, selection: dict[str, Any]) -> str:
         boundary(WORKFLOW, "create_in_cell", instance=instance_uuid)
         rt = current()
@@ -110,7 +109,7 @@ class CellRecord:
         return cell.db_url
 
     @staticmethod
-    @DBOS.step(name="build.bury_in_cell0")
+    @step(name="build.bury_in_cell0")
     def bury_in_cell0(ctx: dict[str, Any], instance_uuid: str, reason: str) -> str | None:
         """No host can take it: keep it visible, in ERROR, in cell0."""
         cell0 = current().cells.by_name(CELL0)
@@ -122,7 +121,7 @@ class CellRecord:
         return cell0.db_url
 
     @staticmethod
-    @DBOS.step(name="build.move_to_host")
+    @step(name="build.move_to_host")
     def move_to_host(cell_db: str, instance_uuid: str, selection: dict[str, Any]) -> None:
         instances.save(
             cell_db,
@@ -242,7 +241,7 @@ class Guest:
     """The guest on the chosen host."""
 
     @staticmethod
-    @DBOS.step(name="build.spawn")
+    @step(name="build.spawn", retries=False)
     def spawn(ctx: dict[str, Any], cell_db: str, instance_uuid: str, host: str) -> int:
         boundary(WORKFLOW, "spawn", instance=instance_uuid, host=host)
         rt = current()
@@ -262,7 +261,7 @@ class Guest:
         )
 
     @staticmethod
-    @DBOS.step(name="build.destroy")
+    @step(name="build.destroy")
     def destroy(ctx: dict[str, Any], instance_uuid: str, host: str) -> None:
         rt = current()
         rt.compute(rt.cells.for_host(host)).destroy(
@@ -270,7 +269,7 @@ class Guest:
         )
 
 
-@DBOS.step(name="build.activate")
+@step(name="build.activate")
 def activate(ctx: dict[str, Any], cell_db: str, instance_uuid: str, state: int) -> None:
     boundary(WORKFLOW, "activate", instance=instance_uuid)
     instances.save(

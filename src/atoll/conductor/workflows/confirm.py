@@ -12,6 +12,7 @@ from atoll.conductor import moves
 from atoll.conductor.cell_copy import hard_delete_server
 from atoll.conductor.moves import Allocations
 from atoll.conductor.resources import attachment_id_for, ports_of
+from atoll.conductor.steps import step
 from atoll.db import instances
 from atoll.runtime import current
 
@@ -24,7 +25,7 @@ def workflow_id(migration_uuid: str, request_id: str) -> str:
     return f"confirm-{migration_uuid}-{request_id}"
 
 
-@DBOS.step(name="confirm.start")
+@step(name="confirm.start")
 def start(ctx: dict[str, Any], mv: dict[str, Any]) -> int | None:
     return moves.begin_resolution(
         ctx,
@@ -35,7 +36,7 @@ def start(ctx: dict[str, Any], mv: dict[str, Any]) -> int | None:
     )
 
 
-@DBOS.step(name="confirm.release_source")
+@step(name="confirm.release_source")
 def release_source(ctx: dict[str, Any], mv: dict[str, Any]) -> None:
     """Kept disks, port bindings and volume attachments of the source host go."""
     moves.boundary("confirm", mv)
@@ -49,13 +50,13 @@ def release_source(ctx: dict[str, Any], mv: dict[str, Any]) -> None:
         rt.volumes.attachment_delete(attachment_id_for(uuid_, bdm["volume_id"], source))
 
 
-@DBOS.step(name="confirm.drop_source_copy")
+@step(name="confirm.drop_source_copy")
 def drop_source_copy(mv: dict[str, Any]) -> None:
     if mv["cross_cell"]:
         hard_delete_server(mv["source_db"], mv["instance_uuid"])
 
 
-@DBOS.step(name="confirm.finish")
+@step(name="confirm.finish")
 def finish(
     ctx: dict[str, Any], mv: dict[str, Any], event_id: int | None, keep_task_state: bool
 ) -> None:

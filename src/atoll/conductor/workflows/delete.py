@@ -14,12 +14,11 @@ from sqlalchemy import delete, select, update
 
 from atoll import actions
 from atoll.conductor.common import (
-    boundary,
     cell_of,
     fail_instance,
-    register_boundaries,
 )
 from atoll.conductor.resources import HostVolumes
+from atoll.conductor.steps import boundary, register_boundaries, step
 from atoll.context import RequestContext
 from atoll.db import instances
 from atoll.db.api_models import InstanceGroupMember, InstanceMapping
@@ -48,7 +47,7 @@ def workflow_id(instance_uuid: str, request_id: str) -> str:
     return f"delete-{instance_uuid}-{request_id}"
 
 
-@DBOS.step(name="delete.destroy_guest")
+@step(name="delete.destroy_guest")
 def destroy_guest(ctx: dict[str, Any], cell_db: str, instance_uuid: str) -> None:
     boundary(WORKFLOW, "destroy_guest", instance=instance_uuid)
     inst = instances.get(cell_db, instance_uuid)
@@ -63,7 +62,7 @@ def destroy_guest(ctx: dict[str, Any], cell_db: str, instance_uuid: str) -> None
     )
 
 
-@DBOS.step(name="delete.release_networks")
+@step(name="delete.release_networks")
 def release_networks(cell_db: str, instance_uuid: str) -> None:
     """Unbind ports the user brought; delete the ones atoll made."""
     boundary(WORKFLOW, "release_networks", instance=instance_uuid)
@@ -83,7 +82,7 @@ def release_networks(cell_db: str, instance_uuid: str) -> None:
             net.delete_port(port_id)
 
 
-@DBOS.step(name="delete.release_volumes")
+@step(name="delete.release_volumes")
 def release_volumes(cell_db: str, instance_uuid: str) -> None:
     boundary(WORKFLOW, "release_volumes", instance=instance_uuid)
     HostVolumes.detach(cell_db, instance_uuid, None)  # a step inside a step runs inline
@@ -101,13 +100,13 @@ def release_volumes(cell_db: str, instance_uuid: str) -> None:
         vol.delete(volume_id)
 
 
-@DBOS.step(name="delete.release_allocations")
+@step(name="delete.release_allocations")
 def release_allocations(instance_uuid: str) -> None:
     boundary(WORKFLOW, "release_allocations", instance=instance_uuid)
     current().placement.delete_allocations(instance_uuid)
 
 
-@DBOS.step(name="delete.soft_delete")
+@step(name="delete.soft_delete")
 def soft_delete(ctx: dict[str, Any], cell_db: str, instance_uuid: str) -> None:
     """The record last: until here a failed delete can be retried."""
     boundary(WORKFLOW, "soft_delete", instance=instance_uuid)
@@ -144,7 +143,7 @@ def soft_delete(ctx: dict[str, Any], cell_db: str, instance_uuid: str) -> None:
         )
 
 
-@DBOS.step(name="delete.describe_resize")
+@step(name="delete.describe_resize")
 def describe_resize(instance_uuid: str) -> dict[str, Any]:
     from atoll.conductor import moves
 

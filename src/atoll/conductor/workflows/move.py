@@ -26,7 +26,8 @@ from atoll.conductor.moves import (
     TargetCopy,
 )
 from atoll.conductor.saga import Saga
-from atoll.exceptions import Conflict, NoValidHost
+from atoll.conductor.steps import step
+from atoll.exceptions import Conflict, NoValidHost, ResumedBeforePointOfNoReturn
 from atoll.runtime import current
 
 LOG = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def workflow_id(migration_uuid: str) -> str:
     return f"move-{migration_uuid}"
 
 
-@DBOS.step(name="move.conductor_event_start")
+@step(name="move.conductor_event_start")
 def event_start(ctx: dict[str, Any], mv: dict[str, Any]) -> int | None:
     current().notifier.instance("instance.resize_prep.start", {"uuid": mv["instance_uuid"]})
     return actions.event_start(
@@ -46,7 +47,7 @@ def event_start(ctx: dict[str, Any], mv: dict[str, Any]) -> int | None:
     )
 
 
-@DBOS.step(name="move.conductor_event_finish")
+@step(name="move.conductor_event_finish")
 def event_finish(ctx: dict[str, Any], mv: dict[str, Any], record_db: str) -> None:
     request = moves.ctx_of(ctx)
     event_id = actions.event_start(record_db, request, mv["instance_uuid"], CONDUCTOR_EVENT, None)
@@ -55,7 +56,7 @@ def event_finish(ctx: dict[str, Any], mv: dict[str, Any], record_db: str) -> Non
     current().notifier.instance("instance.resize_finish.end", {"uuid": mv["instance_uuid"]})
 
 
-@DBOS.step(name="move.set_task_state")
+@step(name="move.set_task_state")
 def set_task_state(mv: dict[str, Any], task_state: str) -> None:
     moves.save_copy(mv["source_db"], mv["instance_uuid"], task_state=task_state)
     moves.save_migration(mv["source_db"], mv["migration_uuid"], status="migrating")
@@ -82,7 +83,12 @@ def move_server(ctx: dict[str, Any], mv: dict[str, Any]) -> str:
         message = str(exc) or type(exc).__name__
         if errors:
             message += f" (and the rollback could not undo: {'; '.join(errors)})"
-        moves.fail_move(ctx, mv, message, no_host=isinstance(exc, NoValidHost))
+        # No host found, or a conductor that died before the point of no return and a
+        # clean rollback: the server is back as it was, so it stays usable.
+        as_it_was = isinstance(exc, NoValidHost) or (
+            isinstance(exc, ResumedBeforePointOfNoReturn) and not errors
+        )
+        moves.fail_move(ctx, mv, message, keep_state=as_it_was)
         return "error"
     event_finish(ctx, mv, record_db)
     return "finished"
@@ -114,9 +120,9 @@ def _cross_cell(
     prepared = SourcePrep.run(ctx, mv, target_db)
     saga.push(DestFinish.undo, ctx, mv, dest)
     state = DestFinish.run(ctx, mv, dest, target_db, prepared)
+    moves.delete_snapshot(mv, prepared)  # the destination's guest no longer needs it
     moves.cut_over(mv, dest, target_db, state)
     saga.forget()  # past the point of no return: from here on only forward
-    moves.delete_snapshot(mv, prepared)
     return target_db
 
 
@@ -136,6 +142,8 @@ def _prepare_a_destination(
         try:
             DestPrep.run(ctx, mv, selection["host"], target_db)
             return selection
+        except ResumedBeforePointOfNoReturn:
+            raise  # the move is being rolled back, not retried elsewhere
         except Exception as exc:
             LOG.warning(
                 "preparing %s on %s failed, trying the next host: %s",

@@ -12,13 +12,12 @@ from typing import Any
 from dbos import DBOS
 
 from atoll.conductor.common import (
-    boundary,
     cell_of,
     fail_instance,
     finish,
-    register_boundaries,
 )
 from atoll.conductor.resources import HostNetworks, HostVolumes, block_devices
+from atoll.conductor.steps import boundary, register_boundaries, step
 from atoll.context import RequestContext
 from atoll.db import instances
 from atoll.runtime import current
@@ -43,7 +42,7 @@ def workflow_id(action: str, instance_uuid: str, request_id: str) -> str:
     return f"{action}-{instance_uuid}-{request_id}"
 
 
-@DBOS.step(name="power.compute_call")
+@step(name="power.compute_call")
 def compute_call(
     ctx: dict[str, Any], cell_db: str, instance_uuid: str, action: str, hard: bool
 ) -> int:
@@ -106,7 +105,7 @@ def power_action(ctx: dict[str, Any], instance_uuid: str, action: str, hard: boo
     return vm_state
 
 
-@DBOS.step(name="power.done")
+@step(name="power.done")
 def _done(
     cell_db: str, instance_uuid: str, task_state: tuple[str, ...], vm_state: str, state: int
 ) -> None:
@@ -120,6 +119,6 @@ def _done(
     )
 
 
-@DBOS.step(name="power.restore")
+@step(name="power.restore")
 def _restore(cell_db: str, instance_uuid: str, task_state: str, vm_state: str, action: str) -> None:
     instances.save(cell_db, instance_uuid, task_state=None)

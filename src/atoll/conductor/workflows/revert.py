@@ -13,6 +13,7 @@ from atoll.conductor import moves
 from atoll.conductor.cell_copy import copy_actions_back, hard_delete_server, sync_volumes
 from atoll.conductor.moves import Allocations
 from atoll.conductor.resources import attachment_id_for, connector, ports_of
+from atoll.conductor.steps import step
 from atoll.db import instances
 from atoll.db.api_models import InstanceMapping
 from atoll.db.session import session_scope
@@ -27,7 +28,7 @@ def workflow_id(migration_uuid: str, request_id: str) -> str:
     return f"revert-{migration_uuid}-{request_id}"
 
 
-@DBOS.step(name="revert.start")
+@step(name="revert.start")
 def start(ctx: dict[str, Any], mv: dict[str, Any]) -> int | None:
     return moves.begin_resolution(
         ctx,
@@ -38,7 +39,7 @@ def start(ctx: dict[str, Any], mv: dict[str, Any]) -> int | None:
     )
 
 
-@DBOS.step(name="revert.release_dest")
+@step(name="revert.release_dest")
 def release_dest(ctx: dict[str, Any], mv: dict[str, Any]) -> None:
     """The destination's guest, bindings and attachments go."""
     moves.boundary("revert", mv)
@@ -53,7 +54,7 @@ def release_dest(ctx: dict[str, Any], mv: dict[str, Any]) -> None:
             rt.volumes.attachment_delete(att["id"])
 
 
-@DBOS.step(name="revert.restore_source")
+@step(name="revert.restore_source")
 def restore_source(ctx: dict[str, Any], mv: dict[str, Any], power_on: bool) -> int:
     """Volumes changed while resized stay changed; the guest comes back from its disks."""
     rt = current()
@@ -84,7 +85,7 @@ def restore_source(ctx: dict[str, Any], mv: dict[str, Any], power_on: bool) -> i
     )
 
 
-@DBOS.step(name="revert.swap_back")
+@step(name="revert.swap_back")
 def swap_back(ctx: dict[str, Any], mv: dict[str, Any], state: int, event_id: int | None) -> None:
     """The source copy is the server again; the target copy goes."""
     rt = current()
@@ -119,7 +120,7 @@ def swap_back(ctx: dict[str, Any], mv: dict[str, Any], state: int, event_id: int
     hard_delete_server(mv["dest_db"], uuid_)
 
 
-@DBOS.step(name="revert.finish")
+@step(name="revert.finish")
 def finish(mv: dict[str, Any]) -> None:
     rt = current()
     inst = instances.get(mv["source_db"], mv["instance_uuid"])

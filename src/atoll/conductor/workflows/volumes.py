@@ -8,8 +8,9 @@ from dbos import DBOS
 from sqlalchemy import select
 
 from atoll import actions
-from atoll.conductor.common import boundary, cell_of, finish, register_boundaries
+from atoll.conductor.common import cell_of, finish
 from atoll.conductor.resources import attachment_id_for, connector
+from atoll.conductor.steps import boundary, register_boundaries, step
 from atoll.context import RequestContext
 from atoll.db import instances
 from atoll.db.cell_models import BlockDeviceMapping
@@ -37,7 +38,7 @@ def _bdm(s: Any, instance_uuid: str, volume_id: str) -> BlockDeviceMapping | Non
 
 class Attachment:
     @staticmethod
-    @DBOS.step(name="volume.attach")
+    @step(name="volume.attach")
     def attach(ctx: dict[str, Any], cell_db: str, instance_uuid: str, volume_id: str) -> None:
         boundary(WORKFLOW, "attach", instance=instance_uuid)
         rt = current()
@@ -67,7 +68,7 @@ class Attachment:
                     bdm.attachment_id = att["id"]
 
     @staticmethod
-    @DBOS.step(name="volume.detach")
+    @step(name="volume.detach")
     def detach(
         ctx: dict[str, Any], cell_db: str, instance_uuid: str, volume_id: str, record: bool = True
     ) -> None:

@@ -20,7 +20,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class TimeoutSettings(BaseModel):
     rpc_call: float = Field(30.0, description="seconds to wait for a compute's RPC reply")
-    workflow_step: float = Field(60.0, description="seconds a conductor step may take")
+    rpc_retries: int = Field(
+        2,
+        ge=0,
+        description="times a call with no reply is sent again (methods are idempotent)",
+    )
+    workflow_step: float = Field(
+        60.0, description="seconds a conductor step may hang before it is abandoned as failed"
+    )
+    conductor_takeover: float = Field(
+        30.0,
+        description="seconds after a conductor's last heartbeat before another takes over its "
+        "workflows",
+    )
+    conductor_heartbeat: float = Field(5.0, description="seconds between conductor heartbeats")
     db_connect: float = Field(5.0, description="seconds to wait when opening a DB connection")
     service_down_after: float = Field(60.0, description="a service not seen for this long is down")
 
@@ -82,6 +95,9 @@ class Settings(BaseSettings):
     listen_host: str = "127.0.0.1"
     listen_port: int = 8774
     policy_file: Path | None = None
+    workflow_queue_polling_interval: float = Field(
+        0.05, gt=0, description="seconds between a conductor's polls of the workflow queue"
+    )
     app_version: str = Field("atoll-1", description="DBOS application version of workflows")
     resize_confirm_window: float = Field(
         0.0, description="seconds before a VERIFY_RESIZE server is confirmed; 0 disables"

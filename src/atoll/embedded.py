@@ -14,8 +14,7 @@ from fastapi import FastAPI
 from atoll import bootstrap, faults, runtime
 from atoll.bus.transport import Transport
 from atoll.compute.service import ComputeService
-from atoll.conductor import engine
-from atoll.conductor.periodic import PeriodicJobs
+from atoll.conductor.service import ConductorService
 from atoll.config import Settings
 
 LOG = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ class Embedded:
         self.runtime: runtime.Runtime | None = None
         self.computes: dict[str, ComputeService] = {}
         self.demo_info: dict[str, Any] = {}
-        self.periodic: PeriodicJobs | None = None
+        self.conductor: ConductorService | None = None
 
     def start(self) -> Embedded:
         settings = self.settings
@@ -53,9 +52,7 @@ class Embedded:
             self.demo_info = bootstrap.layout(settings, rt, self.cells)
         for host in sorted(rt.cells.host_cells()):
             self.start_compute(host)
-        engine.launch(settings)
-        self.periodic = PeriodicJobs(rt)
-        self.periodic.start()
+        self.conductor = ConductorService(rt).start()
         LOG.info(
             "atoll embedded: %d cells, %d computes", len(rt.cells.refresh()), len(self.computes)
         )
@@ -87,15 +84,14 @@ class Embedded:
 
         assert self.runtime is not None
         app = create_app(self.runtime)
-        if self.periodic is not None:
-            app.state.audit_counters = self.periodic.audit_counters
+        if self.conductor is not None:
+            app.state.audit_counters = self.conductor.periodic.audit_counters
         return app
 
     def stop(self) -> None:
-        if self.periodic is not None:
-            self.periodic.stop()
         try:
-            engine.shutdown()
+            if self.conductor is not None:
+                self.conductor.stop()
         finally:
             for host in list(self.computes):
                 self.stop_compute(host)

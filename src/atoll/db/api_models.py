@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from atoll.db.types import created_col, new_uuid, updated_col
+from atoll.db.types import Timestamp, created_col, new_uuid, updated_col
 
 
 class ApiBase(DeclarativeBase):
@@ -187,3 +187,22 @@ class KeyPair(ApiBase):
     public_key: Mapped[str] = mapped_column(Text)
     type: Mapped[str] = mapped_column(String(16), default="ssh")
     created_at: Mapped[dt.datetime] = created_col()
+
+
+class ConductorService(ApiBase):
+    """A conductor process and its heartbeat: who drives which workflows.
+
+    ``executor_id`` is the DBOS executor the conductor runs its workflows as.  A
+    conductor silent for longer than ``timeouts.conductor_takeover`` is dead; the
+    first live one to mark it ``taken_over_by`` itself resumes its workflows.
+    """
+
+    __tablename__ = "conductor_services"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    executor_id: Mapped[str] = mapped_column(String(255), unique=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    taken_over_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    taken_over_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from atoll.cli import services
 from atoll.cli.server import server_app
 from atoll.config import Settings, load_settings
 
@@ -32,6 +33,9 @@ app.add_typer(cell_app, name="cell")
 app.add_typer(host_app, name="host")
 app.add_typer(faults_app, name="faults")
 app.add_typer(server_app, name="server")
+app.command("api")(services.api)
+app.command("conductor")(services.conductor)
+app.command("compute")(services.compute)
 
 console = Console()
 err = Console(stderr=True)
@@ -69,6 +73,13 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def demo_layout(cells: int, hosts: int) -> dict[str, list[str]]:
+    return {
+        f"cell{c}": [f"host{(c - 1) * hosts + h}" for h in range(1, hosts + 1)]
+        for c in range(1, cells + 1)
+    }
+
+
 @app.command()
 def serve(
     config: ConfigOpt = None,
@@ -93,11 +104,7 @@ def serve(
         settings.listen_host = host
     if port:
         settings.listen_port = port
-    cells = {
-        f"cell{c}": [f"host{(c - 1) * demo_hosts + h}" for h in range(1, demo_hosts + 1)]
-        for c in range(1, demo_cells + 1)
-    }
-    embedded = Embedded(settings, demo=demo, cells=cells).start()
+    embedded = Embedded(settings, demo=demo, cells=demo_layout(demo_cells, demo_hosts)).start()
     try:
         console.print(
             f"atoll serving the compute API on http://{settings.listen_host}:"
@@ -118,12 +125,30 @@ def serve(
 
 
 @db_app.command("sync")
-def db_sync(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+def db_sync(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            help="Also create the demo layout (cells, hosts, flavors, image, network) when the "
+            "deployment is empty; cells get the transport_url setting."
+        ),
+    ] = False,
+    demo_cells: Annotated[int, typer.Option(help="Cells in the demo layout.", min=1)] = 2,
+    demo_hosts: Annotated[int, typer.Option(help="Hosts per cell in the demo layout.", min=1)] = 2,
+) -> None:
     """Create or upgrade every database (API, placement, services, each cell)."""
-    from atoll import bootstrap
+    from atoll import bootstrap, runtime
 
-    cells = bootstrap.sync_databases(_settings(config, data_dir))
+    settings = _settings(config, data_dir)
+    cells = bootstrap.sync_databases(settings)
     console.print(f"databases up to date ({len(cells)} cells)")
+    if demo and bootstrap.is_empty(settings):
+        rt = runtime.Runtime(settings)
+        info = bootstrap.layout(settings, rt, demo_layout(demo_cells, demo_hosts))
+        rt.close()
+        console.print(f"demo layout created: image {info['image_id']}")
 
 
 @db_app.command("archive")
@@ -297,33 +322,44 @@ def faults_list() -> None:
     )
 
 
-@app.command()
-def audit(
-    url: Annotated[str, typer.Option(help="The atoll API to ask.")] = "http://127.0.0.1:8774",
-    token: Annotated[
-        str, typer.Option(help="An admin token.", envvar="ATOLL_TOKEN")
-    ] = "dev:admin:admin:admin",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw report.")] = False,
-) -> None:
-    """Check every invariant (allocations, guests, attachments, bindings, copies).
+AdminUrlOpt = Annotated[str, typer.Option(help="The atoll API to ask.")]
+AdminTokenOpt = Annotated[str, typer.Option(help="An admin token.", envvar="ATOLL_TOKEN")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw report.")]
 
-    Exits 1 when anything is breached, 2 when the API cannot be reached.
-    """
-    import json
 
+def _admin_call(method: str, url: str, path: str, token: str, **kw: Any) -> dict[str, Any]:
+    """One atoll-admin request; exits 2 when the API cannot be reached or refuses."""
     import httpx
 
     try:
-        resp = httpx.get(
-            f"{url.rstrip('/')}/v2.1/atoll-admin/audit",
+        resp = httpx.request(
+            method,
+            f"{url.rstrip('/')}/v2.1/atoll-admin/{path}",
             headers={"X-Auth-Token": token},
             timeout=120,
+            **kw,
         )
     except httpx.HTTPError as exc:
         _fail(f"cannot reach {url}: {exc}", code=2)
     if resp.status_code != 200:
         _fail(f"{url} answered {resp.status_code}: {resp.text}", code=2)
-    report = resp.json()
+    return resp.json()
+
+
+@app.command()
+def audit(
+    url: AdminUrlOpt = "http://127.0.0.1:8774",
+    token: AdminTokenOpt = "dev:admin:admin:admin",
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every invariant (allocations, guests, attachments, bindings, copies).
+
+    The "heal" column says whether `atoll heal` has a repair for that kind of
+    problem.  Exits 1 when anything is breached, 2 when the API cannot be reached.
+    """
+    import json
+
+    report = _admin_call("GET", url, "audit", token)
     if as_json:
         console.print_json(json.dumps(report))
     else:
@@ -331,13 +367,90 @@ def audit(
         if report["clean"]:
             console.print(f"[green]clean[/green] ({checked})")
         else:
-            table = Table("kind", "resource", "detail")
+            table = Table("kind", "resource", "detail", "heal")
             for problem in report["problems"]:
-                table.add_row(problem["kind"], problem["resource"], problem["detail"])
+                table.add_row(
+                    problem["kind"],
+                    problem["resource"],
+                    problem["detail"],
+                    "yes" if problem.get("repairable") else "no",
+                )
             console.print(table)
             console.print(f"[red]{len(report['problems'])} problem(s)[/red] ({checked})")
     if not report["clean"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def heal(
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Only say what would be repaired; change nothing.",
+        ),
+    ] = False,
+    url: AdminUrlOpt = "http://127.0.0.1:8774",
+    token: AdminTokenOpt = "dev:admin:admin:admin",
+    as_json: JsonOpt = False,
+) -> None:
+    """Repair what the audit finds, where that is safe; list what needs a human.
+
+    Safe repairs: allocations of consumers that are no live server or unfinished
+    migration are deleted; a live server's wrong, misplaced or missing allocation
+    is rewritten to its flavor on its host; hidden copies left behind by a move
+    are hard-deleted (only when the mapped cell holds the server); temporary
+    snapshot images of finished moves are deleted; guests of no server are
+    destroyed; stale volume attachments and port bindings (no live server, or a
+    host that is neither the server's nor its move's) are deleted; an inactive
+    binding on a server's own host is activated.
+
+    Never touched: anything of a move in flight (unfinished migration), of a
+    server a workflow is busy with, or anything at all while a cell database
+    cannot be read.  After repairing, heal audits again and lists what is left,
+    each with why a human is needed.
+
+    Exits 0 when the deployment is clean afterwards (or there was nothing to do;
+    with --dry-run: when every problem has a repair), 1 when something needs a
+    human, 2 when the API cannot be reached.
+    """
+    import json
+
+    from rich.markup import escape
+
+    body = _admin_call("POST", url, "heal", token, json={"dry_run": dry_run})
+    result = body["heal"]
+    if as_json:
+        console.print_json(json.dumps(body))
+    else:
+        _print_heal(result, escape)
+    if not result["clean_after"]:
+        raise typer.Exit(1)
+
+
+def _print_heal(result: dict[str, Any], escape: Any) -> None:
+    """Two tables: what was (or would be) repaired, and what needs a human."""
+    verb = "would repair" if result["dry_run"] else "repaired"
+    if result["repaired"]:
+        table = Table("kind", "resource", "action", title=verb)
+        for item in result["repaired"]:
+            table.add_row(item["kind"], item["resource"], escape(item["action"]))
+        console.print(table)
+    if result["needs_human"]:
+        table = Table("kind", "resource", "detail", "why", title="needs a human")
+        for item in result["needs_human"]:
+            table.add_row(
+                item["kind"], item["resource"], escape(item["detail"]), escape(item["why"])
+            )
+        console.print(table)
+    summary = f"{len(result['repaired'])} {verb}, {len(result['needs_human'])} need a human"
+    if not result["repaired"] and not result["needs_human"]:
+        console.print("[green]clean[/green]: nothing to repair")
+    elif result["clean_after"]:
+        after = "would be clean" if result["dry_run"] else "clean"
+        console.print(f"[green]{after} after healing[/green] ({summary})")
+    else:
+        console.print(f"[red]not clean after healing[/red] ({summary})")
 
 
 def main() -> None:  # pragma: no cover - console script shim

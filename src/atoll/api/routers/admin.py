@@ -1,4 +1,4 @@
-"""atoll's own admin endpoints (/atoll-admin/...): audit, notifications, faults, guests.
+"""atoll's own admin endpoints (/atoll-admin/...): audit, heal, notifications, faults, guests.
 
 They are not part of the compute API; every one needs the ``atoll:admin`` rule.
 """
@@ -8,13 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Request
+from pydantic import StrictBool
 
 from atoll import faults
 from atoll.api import policy
-from atoll.api.deps import ContextDep, RuntimeDep
+from atoll.api.deps import ContextDep, JsonBody, RuntimeDep, openapi_body
+from atoll.api.errors import validate
+from atoll.api.schemas import Strict
 from atoll.audit import run_audit
 from atoll.context import RequestContext
 from atoll.exceptions import BadRequest, NotFound
+from atoll.heal import heal as run_heal
 
 router = APIRouter(prefix="/atoll-admin")
 
@@ -23,6 +27,20 @@ router = APIRouter(prefix="/atoll-admin")
 def audit(rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
     policy.authorize(ctx, "atoll:admin")
     return run_audit(rt).as_dict()
+
+
+class HealRequest(Strict):
+    """``{"dry_run": true}`` only says what would be repaired; ``false`` repairs it."""
+
+    dry_run: StrictBool
+
+
+@router.post("/heal", openapi_extra=openapi_body(HealRequest))
+def heal(body: JsonBody, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
+    """Audit, repair what is safe to repair, audit again (see atoll.heal)."""
+    policy.authorize(ctx, "atoll:admin")
+    request = validate(HealRequest, body)
+    return run_heal(rt, dry_run=request.dry_run).as_dict()
 
 
 @router.get("/audit/stats")

@@ -30,3 +30,16 @@ def make_atoll(tmp_path: Path):  # type: ignore[no-untyped-def]
     yield make
     for ctx in reversed(contexts):
         ctx.__exit__(None, None, None)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the fault matrix (rows: fault points, columns: kinds, pass counts)."""
+    from tests.faults.matrix import RESULTS
+
+    lines = RESULTS.table()
+    if not lines:
+        return
+    terminalreporter.section("fault matrix")
+    for line in lines:
+        terminalreporter.write_line(line)
+    RESULTS.write(Path(terminalreporter.config.rootpath) / ".fault-matrix.json")

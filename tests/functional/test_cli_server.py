@@ -132,7 +132,7 @@ def test_resize_confirm_migrate_revert_with_wait(deployment: Deployment) -> None
     out = ok(deployment.cli("server", "resize", server_id, "--flavor", "2", "--wait"))
     assert "VERIFY_RESIZE" in out
     # one line per recorded step (the output is not a terminal), then the finished bar
-    assert "step 9/11 move.cut_over" in out
+    assert "step 10/11 move.cut_over" in out
     assert "11/11" in out
     after_resize = deployment.server(server_id)
     assert after_resize["status"] == "VERIFY_RESIZE"

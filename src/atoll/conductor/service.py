@@ -160,4 +160,4 @@ def stuck_workflows(rt: Runtime) -> tuple[int, list[tuple[str, str]]]:
             )
         elif wf.status == "ENQUEUED" and not live:
             stuck.append((wf.workflow_id, f"{wf.name} is queued and no conductor runs: start one"))
-    return stuck
+    return len(unfinished), stuck

@@ -6,18 +6,16 @@ Every command reads the same settings (``--config`` / ``ATOLL_CONFIG`` /
 
 from __future__ import annotations
 
-import logging
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from atoll.cli import services
+from atoll.cli import options, services
+from atoll.cli.options import ConfigOpt, DataDirOpt
 from atoll.cli.server import server_app
-from atoll.config import Settings, load_settings
 
 app = typer.Typer(
     help="atoll: a multi-cell compute control plane speaking the compute API.",
@@ -40,32 +38,8 @@ app.command("compute")(services.compute)
 console = Console()
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="TOML settings file (else ATOLL_CONFIG).",
-        exists=True,
-        dir_okay=False,
-    ),
-]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Where embedded mode keeps its files (else ATOLL_DATA_DIR)."),
-]
-
-
-def _settings(config: Path | None, data_dir: Path | None = None) -> Settings:
-    overrides = {"data_dir": data_dir} if data_dir else {}
-    return load_settings(config, **overrides)
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+_settings = options.settings
+_logging = options.setup_logging
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -14,38 +14,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from atoll.config import Settings, load_settings
+from atoll.cli.options import ConfigOpt, DataDirOpt, LogLevelOpt, setup_logging
+from atoll.cli.options import settings as load_settings_for
+from atoll.config import Settings
 
 LOG = logging.getLogger(__name__)
 console = Console()
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="TOML settings file (else ATOLL_CONFIG).",
-        exists=True,
-        dir_okay=False,
-    ),
-]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", help="Where SQLite files and guest disks live (else ATOLL_DATA_DIR)."
-    ),
-]
-LogLevelOpt = Annotated[str, typer.Option(help="debug, info, warning or error.")]
 
 
 def _setup(config: Path | None, data_dir: Path | None, log_level: str) -> Settings:
     from atoll import faults
 
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-    )
-    settings = load_settings(config, **({"data_dir": data_dir} if data_dir else {}))
+    setup_logging(log_level)
+    settings = load_settings_for(config, data_dir)
     import atoll.compute.manager
     import atoll.conductor.workflows
     import atoll.virt  # noqa: F401  (every fault point is registered before configure)

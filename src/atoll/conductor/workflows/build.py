@@ -272,29 +272,40 @@ class Guest:
 @step(name="build.activate")
 def activate(ctx: dict[str, Any], cell_db: str, instance_uuid: str, state: int) -> None:
     boundary(WORKFLOW, "activate", instance=instance_uuid)
-    instances.save(
-        cell_db,
-        instance_uuid,
-        expected_task_state="spawning",
-        vm_state="active",
-        task_state=None,
-        power_state=state,
-        launched_at=utcnow(),
-    )
+    try:
+        instances.save(
+            cell_db,
+            instance_uuid,
+            expected_task_state="spawning",
+            vm_state="active",
+            task_state=None,
+            power_state=state,
+            launched_at=utcnow(),
+        )
+    except instances.InstanceInvalidState:
+        inst = instances.get(cell_db, instance_uuid)
+        if inst.vm_state == "active" and inst.task_state is None:
+            return  # this step already ran (a resumed or repeated step)
+        raise  # e.g. deleted while spawning
 
 
 @DBOS.workflow(name="build_server")
 def build_server(ctx: dict[str, Any], instance_uuid: str) -> str:
     try:
         selections = schedule(ctx, instance_uuid)
-    except NoValidHost as exc:
-        cell_db = CellRecord.bury_in_cell0(ctx, instance_uuid, str(exc))
+    except Exception as exc:
+        # No host, or scheduling itself failed: a claim it may have made goes, and
+        # the server, never placed, is kept in cell0 in ERROR with the reason.
+        if not isinstance(exc, NoValidHost):
+            LOG.error("scheduling %s failed: %s", instance_uuid, exc)
+            Placement.release(instance_uuid)
+        cell_db = CellRecord.bury_in_cell0(ctx, instance_uuid, str(exc) or type(exc).__name__)
         if cell_db is not None:
             fail_instance(
                 ctx,
                 cell_db,
                 instance_uuid,
-                str(exc),
+                str(exc) or type(exc).__name__,
                 host=None,
                 event_type="compute_task.build_instances.error",
             )

@@ -228,6 +228,7 @@ class Results:
     def __init__(self) -> None:
         self.cells: dict[tuple[str, str], list[bool]] = {}
         self.endings: dict[str, int] = {}
+        self.notes: list[str] = []  # other fault suites' summaries (hypothesis)
 
     def record(self, point: str, kind: str, passed: bool, ended: str | None) -> None:
         self.cells.setdefault((point, kind), []).append(passed)
@@ -236,7 +237,7 @@ class Results:
 
     def table(self) -> list[str]:
         if not self.cells:
-            return []
+            return list(self.notes)
         kinds = [k for k in KINDS if any(key[1] == k for key in self.cells)]
         points = [r.point for r in ROWS if any(key[0] == r.point for key in self.cells)]
         width = max(len(p) for p in points)
@@ -255,7 +256,7 @@ class Results:
             lines.append(
                 "endings: " + ", ".join(f"{k} {v}" for k, v in sorted(self.endings.items()))
             )
-        return lines
+        return lines + self.notes
 
     def write(self, path: Path) -> None:
         path.write_text(

@@ -35,6 +35,7 @@ class _Subscription:
         self.callback = callback
         self.auto_delete = auto_delete
         self.ready = threading.Event()
+        self.removed = threading.Event()
         self.consumer: Consumer | None = None
 
 
@@ -76,11 +77,16 @@ class ConsumerHub:
             raise TimeoutError(f"could not consume {name} within {SUBSCRIBE_TIMEOUT_S}s")
 
     def unsubscribe(self, name: str) -> None:
+        """Stop consuming ``name``; returns once it is no longer consumed (so that the
+        same queue can be subscribed again at once, e.g. a compute restarted)."""
         with self._state:
-            if name not in self._subs:
+            sub = self._subs.get(name)
+            if sub is None:
                 return
             self._pending.append(("remove", name))
             empty = len(self._subs) - sum(1 for op, _ in self._pending if op == "remove") <= 0
+        if not empty and threading.current_thread() is not self._thread:
+            sub.removed.wait(SUBSCRIBE_TIMEOUT_S)
         if empty:
             self._stop.set()
             if threading.current_thread() is not self._thread:
@@ -127,6 +133,8 @@ class ConsumerHub:
                         sub.consumer.cancel()
                     except Exception:
                         LOG.debug("cancelling the consumer of %s failed", name, exc_info=True)
+                if sub is not None:
+                    sub.removed.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -16,7 +16,7 @@ from atoll.bus.transport import Transport
 from atoll.compute.manager import RPC_METHODS, ComputeManager
 from atoll.compute.rpcapi import topic_for
 from atoll.config import Settings
-from atoll.db.cell_models import ComputeNode, Service
+from atoll.db.cell_models import ComputeNode, Instance, Service
 from atoll.db.session import session_scope
 from atoll.db.types import utcnow
 from atoll.placement.service import Inventory, Placement
@@ -60,6 +60,7 @@ class ComputeService:
 
     def start(self) -> None:
         self.driver.init_host()
+        self.reconcile()
         self.report()
         self.server.start()
         self._thread = threading.Thread(
@@ -67,6 +68,38 @@ class ComputeService:
         )
         self._thread.start()
         LOG.info("compute %s started", self.host)
+
+    def reconcile(self) -> list[str]:
+        """At start-up, ask the cell DB about every guest and kept disk on this host.
+
+        A compute that died mid-operation does not guess what its caller wanted:
+        work still wanted is asked for again (every call is retried, and idempotent),
+        and what the workflow undid or abandoned meanwhile is known by the record
+        the conductor keeps.  A guest or a set of kept disks whose server has no
+        live row in this cell (not even a hidden copy of a move) belongs to nobody
+        any more: it goes.  Returns the uuids cleaned up.
+        """
+        local = set(self.driver.list_guests()) | set(self.driver.list_kept_disks())
+        if not local:
+            return []
+        with session_scope(self.cell_db) as s:
+            live = set(
+                s.scalars(
+                    select(Instance.uuid).where(Instance.uuid.in_(local), Instance.deleted == 0)
+                )
+            )
+        cleaned = sorted(local - live)
+        for uuid_ in cleaned:
+            LOG.warning(
+                "compute %s: no server in the cell owns %s any more; removing its guest and "
+                "kept disks left by an interrupted operation",
+                self.host,
+                uuid_,
+            )
+            if self.driver.guest_exists(uuid_):
+                self.driver.destroy(uuid_)
+            self.driver.delete_kept_disks(uuid_)
+        return cleaned
 
     def stop(self) -> None:
         self._stop.set()

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.serve_process import ATOLL, free_port
+from tests.serve_process import ATOLL, free_port, wait_settled
 
 ADMIN = {"X-Auth-Token": "dev:admin:admin:admin", "OpenStack-API-Version": "compute 2.100"}
 RABBIT = "amqp://guest:guest@127.0.0.1:5672/"
@@ -165,14 +165,7 @@ class Cluster:
         return self.ok("GET", f"/servers/{server_id}")["server"]
 
     def settle(self, server_id: str, timeout: float = 90) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        server: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            server = self.server(server_id)
-            if server["OS-EXT-STS:task_state"] is None and server["status"] != "BUILD":
-                return server
-            time.sleep(0.1)
-        raise AssertionError(f"{server_id} did not settle: {server.get('status')}")
+        return wait_settled(lambda: self.server(server_id), timeout, poll=0.1)
 
     def image_id(self) -> str:
         images = self.ok("GET", "/images", headers={"OpenStack-API-Version": "compute 2.35"})

@@ -8,12 +8,29 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ATOLL = [sys.executable, "-m", "atoll.cli.main"]
 START_TIMEOUT_S = 60.0
+
+
+def wait_settled(
+    fetch: Callable[[], dict[str, Any]], timeout: float, poll: float = 0.05
+) -> dict[str, Any]:
+    """Poll a server (``fetch`` returns its API view) until no task runs on it and it
+    is out of BUILD; the one settle loop the process-level fault tests share."""
+    deadline = time.monotonic() + timeout
+    server: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        server = fetch()
+        if server["OS-EXT-STS:task_state"] is None and server["status"] != "BUILD":
+            return server
+        time.sleep(poll)
+    raise AssertionError(f"{server.get('id')} did not settle: {server.get('status')}")
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ the ``full_matrix`` mark (`-m "not full_matrix"` skips them in a hurry; CI runs 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from tests.faults import matrix
 from tests.faults.matrix import IN_PROCESS_KINDS, QUICK_VARIANT, RESULTS, ROWS, VARIANTS, Row
 from tests.harness import Atoll, running_atoll
+from tests.serve_process import wait_settled
 
 RPC_TIMEOUT_S = 1.0
 HANG_S = 1.5  # longer than the RPC and step timeouts
@@ -33,14 +33,9 @@ class Embedded:
         return self.atoll.admin.ok(method, path, expect, **kw)
 
     def settle(self, server_id: str, timeout: float = 90) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        server: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            server = self.ok("GET", f"/servers/{server_id}")["server"]
-            if server["OS-EXT-STS:task_state"] is None and server["status"] != "BUILD":
-                return server
-            time.sleep(0.02)
-        raise AssertionError(f"{server_id} did not settle: {server.get('status')}")
+        return wait_settled(
+            lambda: self.ok("GET", f"/servers/{server_id}")["server"], timeout, poll=0.02
+        )
 
     def image_id(self) -> str:
         return self.atoll.image_id

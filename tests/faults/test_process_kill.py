@@ -8,7 +8,6 @@ in test_kill_matrix.py kills them one at a time.)"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serve_process import ServeProcess
+from tests.serve_process import ServeProcess, wait_settled
 
 ADMIN = {"X-Auth-Token": "dev:admin:admin:admin", "OpenStack-API-Version": "compute 2.100"}
 MOVE_STEPS = [
@@ -38,13 +37,9 @@ class Serve(ServeProcess):
         return httpx.request(method, f"{self.base}/v2.1{path}", headers=headers, timeout=30, **kw)
 
     def settle(self, server_id: str, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            server = self.api("GET", f"/servers/{server_id}").json()["server"]
-            if server["OS-EXT-STS:task_state"] is None and server["status"] != "BUILD":
-                return server
-            time.sleep(0.05)
-        raise AssertionError(f"{server_id} did not settle: {server['status']}")
+        return wait_settled(
+            lambda: self.api("GET", f"/servers/{server_id}").json()["server"], timeout
+        )
 
 
 @pytest.fixture

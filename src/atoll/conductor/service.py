@@ -31,6 +31,11 @@ LOG = logging.getLogger(__name__)
 EMBEDDED_EXECUTOR = "local"  # DBOS's default; embedded data dirs already use it
 
 
+def _silent_since(rt: Runtime) -> dt.datetime:
+    """A conductor whose last heartbeat is older than this is dead."""
+    return utcnow() - dt.timedelta(seconds=rt.settings.timeouts.conductor_takeover)
+
+
 def default_name() -> str:
     return f"conductor-{socket.gethostname()}"
 
@@ -89,7 +94,7 @@ class ConductorService:
     def take_over_dead(self) -> list[str]:
         """Re-queue the workflows of every conductor that stopped beating; return their ids."""
         delay = self.rt.settings.timeouts.conductor_takeover
-        cutoff = utcnow() - dt.timedelta(seconds=delay)
+        cutoff = _silent_since(self.rt)
         with session_scope(self.rt.settings.api_db) as s:
             dead = s.execute(
                 select(ConductorRow.id, ConductorRow.executor_id, ConductorRow.last_seen_at).where(
@@ -127,7 +132,7 @@ class ConductorService:
 
 def live_executors(rt: Runtime) -> dict[str, dt.datetime]:
     """Executor ids of the conductors that beat within the takeover delay."""
-    cutoff = utcnow() - dt.timedelta(seconds=rt.settings.timeouts.conductor_takeover)
+    cutoff = _silent_since(rt)
     with session_scope(rt.settings.api_db) as s:
         rows = s.execute(
             select(ConductorRow.executor_id, ConductorRow.last_seen_at).where(
